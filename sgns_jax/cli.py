@@ -1,0 +1,91 @@
+"""``sgns-jax`` command line. A thin shell: parse flags, call the library, print results.
+
+User errors (:class:`sgns_jax.errors.SgnsError`) are printed as one line and exit with status 2;
+there is no traceback for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from sgns_jax.errors import SgnsError
+
+
+def _one_line_warnings() -> None:
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
+
+
+def _cmd_vocab(args: argparse.Namespace) -> None:
+    from sgns_jax.data.corpus import default_cache_dir, encode_corpus
+
+    corpus = encode_corpus(args.corpus, min_count=args.min_count, max_vocab=args.max_vocab,
+                           lowercase=args.lowercase,
+                           cache_dir=None if args.no_cache else default_cache_dir())
+    vocab = corpus.vocab
+    print(f"{corpus.raw_tokens} tokens, {len(corpus)} in vocabulary, {len(vocab)} words, "
+          f"{len(corpus.sentence_starts)} sentences")
+    for w, c in zip(vocab.words[:args.top], vocab.counts[:args.top].tolist()):
+        print(f"{w}\t{c}")
+    if args.save_vocab:
+        vocab.save(args.save_vocab)
+
+
+def _add_corpus_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("corpus", help="text file (.gz/.bz2 too) or a directory of them")
+    p.add_argument("--min-count", type=int, default=5)
+    p.add_argument("--max-vocab", type=int, default=None)
+    p.add_argument("--lowercase", action="store_true")
+    p.add_argument("--no-cache", action="store_true", help="do not cache the encoded corpus")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sgns-jax", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("vocab", help="count a corpus, print its vocabulary, cache its ids")
+    _add_corpus_flags(p)
+    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--save-vocab", type=Path, help="write word2vec's 'word count' file")
+    p.set_defaults(func=_cmd_vocab)
+
+    for register in _extra_commands():
+        register(sub, _add_corpus_flags)
+    return parser
+
+
+def _extra_commands():
+    """Subcommands living beside their library modules (train, eval, similar, download)."""
+    registrars = []
+    for module in ("sgns_jax.train.cli", "sgns_jax.evaluation.cli"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        registrars.append(mod.register)
+    return registrars
+
+
+def main(argv: list[str] | None = None) -> int:
+    _one_line_warnings()
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except SgnsError as e:
+        print(f"sgns-jax: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sgns-jax: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

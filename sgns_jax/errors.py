@@ -1,0 +1,30 @@
+"""User-facing error types.
+
+Every problem caused by the user's input (a missing or empty corpus, a bad config value, an
+unknown word) raises a subclass of :class:`SgnsError`, itself a ``ValueError``. The CLI prints
+its message on one line and exits with status 2; anything else is a bug and keeps its traceback.
+"""
+
+
+class SgnsError(ValueError):
+    """Base class of every user-input error raised by sgns_jax."""
+
+
+class CorpusError(SgnsError):
+    """The corpus is missing, unreadable, empty, or has no word reaching ``min_count``."""
+
+
+class ConfigError(SgnsError):
+    """A configuration value is out of range (window < 1, sample < 0, min_count < 1, ...)."""
+
+
+class VocabularyError(SgnsError):
+    """A word is not in the vocabulary, or a vocabulary file is malformed."""
+
+
+class VectorsFormatError(SgnsError):
+    """A word2vec-format vectors file is malformed."""
+
+
+class TrainingDiverged(SgnsError):
+    """The loss became NaN or infinite."""

@@ -1,0 +1,310 @@
+"""Corpus → vocabulary → pairs → batches."""
+
+import bz2
+import collections
+import gzip
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sgns_jax.data import corpus as corpus_mod
+from sgns_jax.data.batches import BatchSpec, Prefetcher, epoch_chunks, epoch_examples
+from sgns_jax.data.corpus import NotUtf8Warning, encode_corpus
+from sgns_jax.data.pairs import context_windows, keep_probabilities, skipgram_pairs
+from sgns_jax.data.vocab import Vocabulary, noise_distribution
+from sgns_jax.errors import ConfigError, CorpusError, SgnsError
+
+TEXT = """the quick brown fox jumps over the lazy dog
+the dog barks and the fox runs
+a b c d e f g the end
+"""
+
+
+def write(tmp_path, text, name="c.txt"):
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_vocab_counts_equal_counter(tmp_path):
+    c = encode_corpus(write(tmp_path, TEXT), min_count=1)
+    counter = collections.Counter(TEXT.split())
+    assert dict(zip(c.vocab.words, c.vocab.counts.tolist())) == dict(counter)
+    # Sorted by count descending, ties in first-occurrence order.
+    first = {w: i for i, w in reversed(list(enumerate(TEXT.split())))}
+    expected = sorted(counter, key=lambda w: (-counter[w], first[w]))
+    assert list(c.vocab.words) == expected
+    assert len(c) == sum(counter.values()) == c.raw_tokens
+
+
+def test_min_count_and_max_vocab_keep_exact_counts(tmp_path):
+    c = encode_corpus(write(tmp_path, TEXT), min_count=2)
+    counter = collections.Counter(TEXT.split())
+    assert set(c.vocab.words) == {w for w, n in counter.items() if n >= 2}
+    assert len(c) == sum(n for n in counter.values() if n >= 2)
+    c2 = encode_corpus(write(tmp_path, TEXT), min_count=1, max_vocab=3)
+    assert list(c2.vocab.words) == ["the", "fox", "dog"]
+    assert c2.vocab.counts.tolist() == [counter["the"], counter["fox"], counter["dog"]]
+    # The id stream holds exactly the kept words, in order.
+    kept = [c2.vocab.id(w) for w in TEXT.split() if w in c2.vocab]
+    assert c2.ids.tolist() == kept
+
+
+def test_vocab_save_load_roundtrip(tmp_path):
+    v = Vocabulary.from_counts(["a", "b", "c"], [3, 7, 3], min_count=1)
+    assert v.words == ("b", "a", "c")
+    v.save(tmp_path / "v.txt")
+    assert (tmp_path / "v.txt").read_text() == "b 7\na 3\nc 3\n"
+    assert Vocabulary.load(tmp_path / "v.txt") == v
+
+
+def test_lines_are_sentences_and_long_lines_are_cut(tmp_path):
+    c = encode_corpus(write(tmp_path, TEXT), min_count=1)
+    lens = [len(line.split()) for line in TEXT.splitlines()]
+    assert c.sentence_starts.tolist() == [0, lens[0], lens[0] + lens[1]]
+    one_line = " ".join(["w%d" % (i % 7) for i in range(2500)])
+    c = encode_corpus(write(tmp_path, one_line, "one.txt"), min_count=1, max_sentence_length=1000)
+    assert c.sentence_starts.tolist() == [0, 1000, 2000]
+
+
+def test_small_blocks_give_the_same_encoding(tmp_path, monkeypatch):
+    text = TEXT * 50
+    ref = encode_corpus(write(tmp_path, text), min_count=1)
+    monkeypatch.setattr(corpus_mod, "BLOCK_BYTES", 7)
+    small = encode_corpus(write(tmp_path, text, "d.txt"), min_count=1)
+    assert small.vocab == ref.vocab
+    assert np.array_equal(small.ids, ref.ids)
+    assert np.array_equal(small.sentence_starts, ref.sentence_starts)
+
+
+def test_gz_bz2_directory_and_lowercase(tmp_path):
+    data = TEXT.upper().encode()
+    with gzip.open(tmp_path / "a.txt.gz", "wb") as f:
+        f.write(data)
+    with bz2.open(tmp_path / "b.txt.bz2", "wb") as f:
+        f.write(data)
+    plain = encode_corpus(write(tmp_path, TEXT), min_count=1)
+    for name in ("a.txt.gz", "b.txt.bz2"):
+        c = encode_corpus(tmp_path / name, min_count=1, lowercase=True)
+        assert c.vocab == plain.vocab and np.array_equal(c.ids, plain.ids)
+    d = tmp_path / "dir"
+    d.mkdir()
+    (d / "1.txt").write_text(TEXT)
+    (d / "2.txt").write_text(TEXT)
+    c = encode_corpus(d, min_count=1)
+    assert len(c) == 2 * len(plain) and len(c.sentence_starts) == 6
+
+
+def test_cache_is_reused_and_keyed_on_settings(tmp_path):
+    path = write(tmp_path, TEXT)
+    cache = tmp_path / "cache"
+    a = encode_corpus(path, min_count=1, cache_dir=cache)
+    assert isinstance(a.ids, np.memmap) or a.ids.base is not None
+    entries = list(cache.iterdir())
+    assert len(entries) == 1
+    b = encode_corpus(path, min_count=1, cache_dir=cache)
+    assert np.array_equal(a.ids, b.ids) and list(cache.iterdir()) == entries
+    encode_corpus(path, min_count=2, cache_dir=cache)
+    assert len(list(cache.iterdir())) == 2
+
+
+def test_subsampling_rates_match_the_formula():
+    counts = np.array([100_000, 10_000, 1_000, 10], dtype=np.int64)
+    t = 1e-3
+    p = keep_probabilities(counts, t)
+    n = counts.sum()
+    expected = np.minimum(1, (np.sqrt(counts / (t * n)) + 1) * (t * n) / counts)
+    np.testing.assert_allclose(p, expected)
+    rng = np.random.default_rng(0)
+    draws = 200_000
+    for i in range(len(counts)):
+        rate = (rng.random(draws) < p[i]).mean()
+        # 5 standard errors of a binomial proportion.
+        assert abs(rate - p[i]) <= 5 * np.sqrt(p[i] * (1 - p[i]) / draws) + 1e-12
+    assert np.all(keep_probabilities(counts, 0) == 1)
+
+
+def test_subsampling_in_the_epoch_stream_matches_the_formula(tmp_path):
+    rng = np.random.default_rng(1)
+    words = rng.choice(["a", "b", "c", "d"], p=[0.7, 0.2, 0.09, 0.01], size=50_000)
+    c = encode_corpus(write(tmp_path, " ".join(words)), min_count=1)
+    spec = BatchSpec(layout="pairs", window=1, sample=1e-2, seed=3)
+    p = keep_probabilities(c.vocab.counts, 1e-2)
+    kept = np.zeros(len(c.vocab))
+    epochs = 4
+    for epoch in range(epochs):
+        for block in epoch_examples(c, spec, epoch):
+            pos = np.unique(block["pos"])
+            kept += np.bincount(c.ids[pos], minlength=len(c.vocab))
+    # Centres with no surviving neighbour are not counted; with window 1 and a long single
+    # stream this is rare but real, so use a looser bound for low keep rates.
+    rate = kept / (epochs * c.vocab.counts)
+    assert np.all(np.abs(rate - p) < 0.03), (rate, p)
+
+
+def reference_pairs(ids, sent, b, window):
+    out = []
+    for i in range(len(ids)):
+        for j in list(range(i - b[i], i)) + list(range(i + 1, i + b[i] + 1)):
+            if 0 <= j < len(ids) and sent[j] == sent[i]:
+                out.append((ids[i], ids[j]))
+    return out
+
+
+@pytest.mark.parametrize("window", [1, 2, 5])
+def test_dynamic_window_pairs_equal_reference_loop(window):
+    rng = np.random.default_rng(42)
+    n = 500
+    ids = rng.integers(0, 50, n).astype(np.int32)
+    sent = np.sort(rng.integers(0, 30, n))
+    b = np.random.default_rng(7).integers(1, window + 1, n)
+    centres, contexts, _ = skipgram_pairs(ids, sent, b, window)
+    assert list(zip(centres.tolist(), contexts.tolist())) == reference_pairs(ids, sent, b, window)
+    # The window layout holds the same pairs.
+    c, ctx, mask, _ = context_windows(ids, sent, b, window)
+    flat = [(ci, x) for ci, row, m in zip(c.tolist(), ctx.tolist(), mask.tolist())
+            for x, keep in zip(row, m) if keep]
+    assert flat == reference_pairs(ids, sent, b, window)
+
+
+def test_no_pair_crosses_a_line(tmp_path):
+    lines = [" ".join(f"l{i}w{j}" for j in range(5)) for i in range(40)]
+    c = encode_corpus(write(tmp_path, "\n".join(lines) + "\n"), min_count=1)
+    spec = BatchSpec(layout="pairs", window=5, sample=0)
+    for block in epoch_examples(c, spec, 0):
+        for a, b in zip(block["input"], block["output"]):
+            assert c.vocab.words[a].split("w")[0] == c.vocab.words[b].split("w")[0]
+
+
+@pytest.mark.parametrize("layout", ["pairs", "windows"])
+def test_chunks_cover_every_pair_exactly_once(tmp_path, layout):
+    rng = np.random.default_rng(0)
+    text = "\n".join(" ".join(rng.choice(list("abcdefghij"), size=rng.integers(1, 40)))
+                     for _ in range(300))
+    c = encode_corpus(write(tmp_path, text), min_count=1)
+    spec = BatchSpec(layout=layout, batch_size=64, steps_per_chunk=4, window=3, sample=1e-2,
+                     seed=5, block_tokens=500)
+    ref = collections.Counter()
+    for block in epoch_examples(c, spec, 2):
+        if layout == "pairs":
+            ref.update(zip(block["input"].tolist(), block["output"].tolist(), block["pos"].tolist()))
+        else:
+            ref.update((int(ce), int(x), int(p)) for ce, row, m, p in zip(
+                block["centre"], block["context"], block["mask"], block["pos"])
+                for x, keep in zip(row, m) if keep)
+    got = collections.Counter()
+    chunks = list(epoch_chunks(c, spec, 2))
+    for ch in chunks:
+        a = ch.arrays
+        assert a["mask"].shape[:2] == (4, 64)
+        if layout == "pairs":
+            m = a["mask"].astype(bool)
+            got.update(zip(a["input"][m].tolist(), a["output"][m].tolist(), [0] * int(m.sum())))
+        else:
+            for ce, row, m in zip(a["centre"].reshape(-1), a["context"].reshape(-1, 6),
+                                  a["mask"].reshape(-1, 6)):
+                got.update((int(ce), int(x), 0) for x, keep in zip(row, m) if keep)
+    strip = collections.Counter()
+    for (i, o, _), n in ref.items():
+        strip[(i, o, 0)] += n
+    assert got == strip
+    assert chunks[-1].words_end == 3 * len(c)
+    words = np.concatenate([ch.arrays["words"] for ch in chunks])
+    assert np.all(np.diff(words) >= 0) and words[0] >= 2 * len(c)
+
+
+def test_same_seed_same_batches_different_seed_different(tmp_path):
+    c = encode_corpus(write(tmp_path, TEXT * 30), min_count=1)
+    spec = BatchSpec(batch_size=32, steps_per_chunk=2, seed=1, sample=1e-2)
+    a = [ch.arrays for ch in epoch_chunks(c, spec, 0)]
+    b = [ch.arrays for ch in epoch_chunks(c, spec, 0)]
+    assert all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
+    other = [ch.arrays for ch in epoch_chunks(c, BatchSpec(batch_size=32, steps_per_chunk=2,
+                                                            seed=2, sample=1e-2), 0)]
+    assert not all(np.array_equal(x["input"], y["input"]) for x, y in zip(a, other))
+    epoch1 = [ch.arrays for ch in epoch_chunks(c, spec, 1)]
+    assert not all(np.array_equal(x["input"], y["input"]) for x, y in zip(a, epoch1))
+
+
+def test_prefetcher_yields_in_order_and_reraises():
+    assert list(Prefetcher(iter(range(100)))) == list(range(100))
+
+    def bad():
+        yield 1
+        raise CorpusError("boom")
+
+    it = Prefetcher(bad())
+    assert next(it) == 1
+    with pytest.raises(CorpusError, match="boom"):
+        next(it)
+
+
+def test_noise_distribution():
+    counts = np.array([16, 1, 0])
+    p = noise_distribution(counts, 0.75)
+    np.testing.assert_allclose(p, np.array([8, 1, 0]) / 9)
+    np.testing.assert_allclose(noise_distribution(counts, 1.0), counts / 17)
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+def test_bad_inputs_raise_documented_errors(tmp_path):
+    with pytest.raises(CorpusError, match="not found"):
+        encode_corpus(tmp_path / "missing.txt")
+    with pytest.raises(CorpusError, match="empty"):
+        encode_corpus(write(tmp_path, "  \n\n  ", "empty.txt"), min_count=1)
+    with pytest.raises(CorpusError, match="min_count"):
+        encode_corpus(write(tmp_path, "a b c", "rare.txt"), min_count=5)
+    (tmp_path / "bin.dat").write_bytes(b"\x89PNG\x00\x00\x01\x02" * 100)
+    with pytest.raises(CorpusError, match="binary"):
+        encode_corpus(tmp_path / "bin.dat")
+    (tmp_path / "fake.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(CorpusError, match="cannot read"):
+        encode_corpus(tmp_path / "fake.gz")
+    with pytest.raises(ConfigError, match="min_count"):
+        encode_corpus(write(tmp_path, TEXT), min_count=0)
+    with pytest.raises(ConfigError, match="window"):
+        BatchSpec(window=0)
+    with pytest.raises(ConfigError, match="sample"):
+        BatchSpec(sample=-1)
+    assert issubclass(CorpusError, ValueError) and issubclass(ConfigError, SgnsError)
+
+
+def test_invalid_utf8_warns_once_with_offset(tmp_path):
+    p = tmp_path / "latin1.txt"
+    p.write_bytes(b"caf\xe9 ok ok\nna\xefve ok\n")
+    with pytest.warns(NotUtf8Warning, match="byte offset 3") as record:
+        c = encode_corpus(p, min_count=1)
+    assert len(record) == 1
+    assert "caf\ufffd" in c.vocab
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "sgns_jax.cli", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["vocab", "/no/such/file"], "corpus not found"),
+    (["vocab", "{empty}"], "empty"),
+    (["vocab", "{rare}", "--min-count", "5"], "min_count"),
+    (["vocab", "{rare}", "--min-count", "0"], "min_count"),
+])
+def test_cli_bad_input_one_line_nonzero(tmp_path, args, message):
+    files = {"{empty}": write(tmp_path, "", "e.txt"), "{rare}": write(tmp_path, "a b", "r.txt")}
+    args = [str(files.get(a, a)) for a in args] + ["--no-cache"]
+    r = run_cli(*args)
+    assert r.returncode != 0
+    assert message in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_vocab_saves_word2vec_vocab(tmp_path):
+    out = tmp_path / "v.txt"
+    r = run_cli("vocab", str(write(tmp_path, TEXT)), "--min-count", "2", "--no-cache",
+                "--save-vocab", str(out))
+    assert r.returncode == 0, r.stderr
+    assert out.read_text().splitlines()[0] == "the 5"
