@@ -1,0 +1,108 @@
+"""What every output layer shares: row lookups, the input vector (skip-gram or CBOW), the mean.
+
+An output layer is split in two pure halves so the trainer can update only the rows it touched:
+
+* ``lookups(batch, key) -> {role: Lookup(table, ids)}`` — which rows of which table the batch
+  needs (ids of any shape; ``ids=None`` means the whole table, as full softmax does);
+* ``example_losses(rows, lookups, batch) -> (losses, weights)`` — the loss of each example
+  from the gathered rows ``rows[role] = params[table][ids]`` (the lookups' ids are passed too,
+  for layers that compare sampled ids with targets).
+
+``loss(params, batch, key)`` composes them and returns the weighted mean, so it is an ordinary
+pure function for ``jit``/``grad``/``vmap``; the sparse trainer instead differentiates
+``example_losses`` with respect to ``rows`` and scatter-adds the row gradients.
+
+Batch layouts (see ``sgns_jax.data.batches``): skip-gram pairs ``{input [B], output [B],
+mask [B]}``; windows ``{centre [B], context [B, C], mask [B, C]}``. For CBOW the input vector is
+the masked mean of the context vectors and the target is the centre.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Batch = Mapping[str, Array]
+Params = Mapping[str, Array]
+
+
+class Lookup(NamedTuple):
+    table: str          # "w_in" or "w_out"
+    ids: Array | None   # int32 [...]; None: the whole table
+
+
+@jax.custom_jvp
+def log_sigmoid(x: Array) -> Array:
+    """log σ(x) = −softplus(−x), with a hand-written derivative σ(−x).
+
+    The derivative does not use the primal value, so when only gradients are needed XLA drops
+    the forward log/exp entirely.
+    """
+    return -jax.nn.softplus(-x)
+
+
+@log_sigmoid.defjvp
+def _log_sigmoid_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return log_sigmoid(x), jax.nn.sigmoid(-x) * dx
+
+
+def gather_rows(params: Params, lookups: Mapping[str, Lookup]) -> dict[str, Array]:
+    """``rows[role] = params[table][ids]`` (the whole table where ``ids`` is None)."""
+    return {role: params[l.table] if l.ids is None else jnp.take(params[l.table], l.ids, axis=0)
+            for role, l in lookups.items()}
+
+
+class OutputLayer:
+    """Base class: subclasses set ``layout`` and implement ``lookups`` and ``example_losses``.
+
+    ``cbow``: the input vector is the mean of the context vectors (windows layout) instead of
+    the centre's vector (pairs layout).
+    """
+
+    layout: str = "pairs"
+    cbow: bool = False
+
+    def table_rows(self, vocab_size: int) -> dict[str, int]:
+        """Rows of each parameter table (both ``[rows, D]``)."""
+        return {"w_in": vocab_size, "w_out": vocab_size}
+
+    # -- the input side, shared by every layer ----------------------------------------------
+    def input_lookup(self, batch: Batch) -> Lookup:
+        return Lookup("w_in", batch["context"] if self.cbow else batch["input"])
+
+    def targets(self, batch: Batch) -> tuple[Array, Array]:
+        """Target word ids [B] and example weights [B]."""
+        if self.cbow:
+            return batch["centre"], (batch["mask"].sum(-1) > 0).astype(jnp.float32)
+        return batch["output"], batch["mask"]
+
+    def input_vectors(self, rows: Mapping[str, Array], batch: Batch) -> Array:
+        """[B, D]: the centre's vector, or (CBOW) the masked mean of the context vectors."""
+        x = rows["input"]
+        if not self.cbow:
+            return x
+        m = batch["mask"]
+        return jnp.einsum("bcd,bc->bd", x, m) / jnp.maximum(m.sum(-1), 1.0)[:, None]
+
+    # -- to implement ---------------------------------------------------------------------
+    def lookups(self, batch: Batch, key: Array) -> dict[str, Lookup]:
+        raise NotImplementedError
+
+    def example_losses(self, rows: Mapping[str, Array], lookups: Mapping[str, Lookup],
+                       batch: Batch) -> tuple[Array, Array]:
+        raise NotImplementedError
+
+    # -- the pure loss ----------------------------------------------------------------------
+    def loss(self, params: Params, batch: Batch, key: Array) -> tuple[Array, dict[str, Any]]:
+        """Mean loss over the batch's unmasked examples, and ``aux`` with ``sum`` and ``count``."""
+        lookups = self.lookups(batch, key)
+        losses, weights = self.example_losses(gather_rows(params, lookups), lookups, batch)
+        total = jnp.sum(losses * weights)
+        count = jnp.sum(weights)
+        return total / jnp.maximum(count, 1.0), {"sum": total, "count": count}
+
+    __call__ = loss

@@ -1,0 +1,44 @@
+"""Noise-contrastive estimation (Gutmann & Hyvärinen 2010; Mnih & Teh 2012).
+
+Like negative sampling but a proper density estimator: each logit is corrected by the log of
+K times the noise probability, Δ(w) = u_w·h − log(K·q(w)), and the loss is
+−log σ(Δ(c)) − Σ_k log σ(−Δ(n_k)) with K fresh noise words per pair (shared sampler). At the
+optimum exp(u_c·h) is the self-normalised p(c | h).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import jax.numpy as jnp
+
+from sgns_jax.losses.base import Array, Batch, Lookup, OutputLayer, log_sigmoid
+from sgns_jax.losses.sampler import AliasSampler
+
+
+@dataclass(frozen=True, eq=False)
+class NoiseContrastiveEstimation(OutputLayer):
+    sampler: AliasSampler
+    negatives: int = 5
+    cbow: bool = False
+
+    @property
+    def layout(self) -> str:
+        return "windows" if self.cbow else "pairs"
+
+    def lookups(self, batch: Batch, key: Array) -> dict[str, Lookup]:
+        target_B, _ = self.targets(batch)
+        neg_BxK = self.sampler.sample(key, (target_B.shape[0], self.negatives))
+        return {"input": self.input_lookup(batch),
+                "out": Lookup("w_out", jnp.concatenate([target_B[:, None], neg_BxK], 1))}
+
+    def example_losses(self, rows: Mapping[str, Array], lookups: Mapping[str, Lookup],
+                       batch: Batch) -> tuple[Array, Array]:
+        h_BxD = self.input_vectors(rows, batch)
+        _, weight_B = self.targets(batch)
+        ids_BxK1 = lookups["out"].ids
+        log_kq_BxK1 = jnp.log(float(self.negatives)) + jnp.take(self.sampler.log_q, ids_BxK1)
+        delta_BxK1 = jnp.einsum("bkd,bd->bk", rows["out"], h_BxD) - log_kq_BxK1
+        loss_B = -(log_sigmoid(delta_BxK1[:, 0]) + jnp.sum(log_sigmoid(-delta_BxK1[:, 1:]), -1))
+        return loss_B, weight_B

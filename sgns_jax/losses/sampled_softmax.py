@@ -1,0 +1,48 @@
+"""Sampled softmax (Jean et al. 2015), with the log-q correction.
+
+One set of S noise words per batch (shared sampler, as TensorFlow's ``sampled_softmax_loss``).
+Each example's logits are its target and the S samples, each corrected by −log(S·q(w)), and the
+loss is the cross-entropy of the target among them. With ``remove_accidental_hits`` a sample
+equal to the example's target is removed from its softmax.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+
+from sgns_jax.losses.base import Array, Batch, Lookup, OutputLayer
+from sgns_jax.losses.sampler import AliasSampler
+
+
+@dataclass(frozen=True, eq=False)
+class SampledSoftmax(OutputLayer):
+    sampler: AliasSampler
+    samples: int = 64
+    remove_accidental_hits: bool = True
+    cbow: bool = False
+
+    @property
+    def layout(self) -> str:
+        return "windows" if self.cbow else "pairs"
+
+    def lookups(self, batch: Batch, key: Array) -> dict[str, Lookup]:
+        target_B, _ = self.targets(batch)
+        return {"input": self.input_lookup(batch), "out": Lookup("w_out", target_B),
+                "shared": Lookup("w_out", self.sampler.sample(key, (self.samples,)))}
+
+    def example_losses(self, rows: Mapping[str, Array], lookups: Mapping[str, Lookup],
+                       batch: Batch) -> tuple[Array, Array]:
+        h_BxD = self.input_vectors(rows, batch)
+        target_B, weight_B = self.targets(batch)
+        sample_S = lookups["shared"].ids
+        log_s = jnp.log(float(self.samples))
+        pos_B = jnp.sum(rows["out"] * h_BxD, -1) - (log_s + jnp.take(self.sampler.log_q, target_B))
+        neg_BxS = h_BxD @ rows["shared"].T - (log_s + jnp.take(self.sampler.log_q, sample_S))[None, :]
+        if self.remove_accidental_hits:
+            neg_BxS = jnp.where(sample_S[None, :] == target_B[:, None], -jnp.inf, neg_BxS)
+        logits_BxS1 = jnp.concatenate([pos_B[:, None], neg_BxS], axis=1)
+        return jax.nn.logsumexp(logits_BxS1, axis=1) - pos_B, weight_B

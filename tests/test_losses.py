@@ -1,0 +1,289 @@
+"""Every output layer against an independent reference."""
+
+import heapq
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from sgns_jax.data.pairs import skipgram_pairs
+from sgns_jax.data.vocab import noise_distribution
+from sgns_jax.losses import (AliasSampler, FullSoftmax, HierarchicalSoftmax, huffman_codes,
+                             make_output_layer)
+
+V, D, B = 40, 6, 12
+RNG = np.random.default_rng(0)
+COUNTS = np.sort(RNG.integers(1, 200, V))[::-1].copy()
+
+
+def make_params(layer, dtype=jnp.float32, scale=0.5, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = layer.table_rows(V)
+    return {name: jnp.asarray(rng.normal(size=(n, D)) * scale, dtype) for name, n in rows.items()}
+
+
+def make_batch(layer, seed=1):
+    rng = np.random.default_rng(seed)
+    if layer.layout == "pairs":
+        return {"input": jnp.asarray(rng.integers(0, V, B), jnp.int32),
+                "output": jnp.asarray(rng.integers(0, V, B), jnp.int32),
+                "mask": jnp.asarray((rng.random(B) < 0.8), jnp.float32)}
+    return {"centre": jnp.asarray(rng.integers(0, V, B), jnp.int32),
+            "context": jnp.asarray(rng.integers(0, V, (B, 4)), jnp.int32),
+            "mask": jnp.asarray(rng.random((B, 4)) < 0.7, jnp.float32)}
+
+
+VARIANTS = [
+    ("full", {}), ("full", {"cbow": True}),
+    ("hs", {}), ("hs", {"cbow": True}),
+    ("ns", {"negative_mode": "pair"}), ("ns", {"negative_mode": "window"}),
+    ("ns", {"negative_mode": "batch", "shared_samples": 7}), ("ns", {"cbow": True}),
+    ("nce", {}), ("nce", {"cbow": True}),
+    ("sampled", {"shared_samples": 9}), ("sampled", {"shared_samples": 9, "cbow": True}),
+]
+IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for n, kw in VARIANTS]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 16, V, 64])
+def test_full_softmax_equals_log_softmax(chunk):
+    layer = FullSoftmax(chunk=chunk)
+    params = make_params(layer)
+    batch = make_batch(layer)
+    mean, aux = layer.loss(params, batch, None)
+    logits = params["w_in"][batch["input"]] @ params["w_out"].T
+    ref = -jax.nn.log_softmax(logits)[jnp.arange(B), batch["output"]]
+    m = batch["mask"]
+    np.testing.assert_allclose(mean, jnp.sum(ref * m) / m.sum(), rtol=1e-5)
+    np.testing.assert_allclose(aux["sum"], jnp.sum(ref * m), rtol=1e-5)
+
+
+# --- hierarchical softmax ----------------------------------------------------------------
+
+def reference_huffman_cost(counts):
+    """Optimal Σ count·length by the textbook heap algorithm (independent of the module)."""
+    heap = list(map(int, counts))
+    heapq.heapify(heap)
+    cost = 0
+    while len(heap) > 1:
+        a, b = heapq.heappop(heap), heapq.heappop(heap)
+        cost += a + b
+        heapq.heappush(heap, a + b)
+    return cost
+
+
+@pytest.mark.parametrize("v", [1, 2, 3, 17, 300])
+def test_huffman_tree_is_optimal_prefix_free_and_monotone(v):
+    counts = np.random.default_rng(v).integers(1, 1000, v)
+    tree = huffman_codes(counts)
+    codes = ["".join(map(str, tree.codes[w, :tree.lengths[w]])) for w in range(v)]
+    if v > 1:
+        for a, b in itertools.permutations(range(v), 2):
+            assert not codes[b].startswith(codes[a])
+    assert np.sum(counts * tree.lengths) == reference_huffman_cost(counts)
+    order = np.argsort(-counts, kind="stable")
+    assert np.all(np.diff(tree.lengths[order]) >= 0)
+    # Inner nodes on each path are distinct ids in 0..V-2, the root first.
+    if v > 1:
+        assert np.all(tree.points[:, 0] == v - 2)
+        assert tree.points[tree.mask].max() <= v - 2
+    assert huffman_codes(counts).codes.tolist() == tree.codes.tolist()  # deterministic
+
+
+@pytest.mark.parametrize("v", [1, 2, 5, 200])
+def test_hs_probabilities_sum_to_one(v):
+    rng = np.random.default_rng(v)
+    layer = HierarchicalSoftmax(rng.integers(1, 500, v))
+    nodes = jnp.asarray(rng.normal(size=(max(v - 1, 1), D)), jnp.float32)
+    for _ in range(3):
+        h = jnp.asarray(rng.normal(size=D), jnp.float32)
+        total = jnp.sum(jnp.exp(layer.log_prob_all(nodes, h)))
+        np.testing.assert_allclose(total, 1.0, atol=1e-5)
+
+
+def test_hs_loss_is_minus_log_leaf_probability():
+    layer = HierarchicalSoftmax(COUNTS)
+    params = make_params(layer)
+    batch = make_batch(layer)
+    per_pair, _ = layer.example_losses(
+        {"input": params["w_in"][batch["input"]],
+         "nodes": params["w_out"][layer.lookups(batch, None)["nodes"].ids]},
+        layer.lookups(batch, None), batch)
+    for b in range(B):
+        logp = layer.log_prob_all(params["w_out"], params["w_in"][batch["input"][b]])
+        np.testing.assert_allclose(per_pair[b], -logp[batch["output"][b]], rtol=1e-5)
+
+
+# --- gradients ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, kw", VARIANTS, ids=IDS)
+def test_gradients_match_finite_differences(name, kw):
+    jax.config.update("jax_enable_x64", True)
+    try:
+        layer = make_output_layer(name, COUNTS, softmax_chunk=7, **kw)
+        params = make_params(layer, jnp.float64)
+        batch = make_batch(layer)
+        key = jax.random.key(3)
+        f = lambda p: layer.loss(p, batch, key)[0]
+        grads = jax.grad(f)(params)
+        rng = np.random.default_rng(5)
+        for _ in range(3):
+            direction = {k: jnp.asarray(rng.normal(size=v.shape)) for k, v in params.items()}
+            eps = 1e-6
+            plus = f({k: params[k] + eps * direction[k] for k in params})
+            minus = f({k: params[k] - eps * direction[k] for k in params})
+            fd = (plus - minus) / (2 * eps)
+            analytic = sum(jnp.vdot(grads[k], direction[k]) for k in params)
+            np.testing.assert_allclose(analytic, fd, rtol=1e-6, atol=1e-8)
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
+@pytest.mark.parametrize("name, kw", VARIANTS, ids=IDS)
+def test_loss_is_jittable_vmappable_and_compiles_once(name, kw):
+    layer = make_output_layer(name, COUNTS, softmax_chunk=16, **kw)
+    traces = []
+
+    def f(p, batch, key):
+        traces.append(1)
+        return layer.loss(p, batch, key)
+
+    jitted = jax.jit(f)
+    a = jitted(make_params(layer), make_batch(layer, 1), jax.random.key(0))[0]
+    b = jitted(make_params(layer, seed=4), make_batch(layer, 2), jax.random.key(1))[0]
+    assert len(traces) == 1 and np.isfinite(a) and np.isfinite(b)
+    keys = jax.random.split(jax.random.key(0), 3)
+    many = jax.vmap(lambda k: layer.loss(make_params(layer), make_batch(layer), k)[0])(keys)
+    assert many.shape == (3,) and np.all(np.isfinite(many))
+
+
+# --- the sampler -------------------------------------------------------------------------
+
+def test_sampler_matches_unigram_075():
+    counts = np.random.default_rng(0).integers(1, 5000, 1000)
+    p = noise_distribution(counts, 0.75)
+    sampler = AliasSampler.from_probs(p)
+    np.testing.assert_allclose(sampler.probabilities()[:1000], p, atol=1e-9)
+    n = 10**6
+    draws = np.asarray(sampler.sample(jax.random.key(0), (n,)))
+    freq = np.bincount(draws, minlength=1000) / n
+    assert draws.max() < 1000
+    # Every word within 5.5 standard errors (the max of 1000 z-scores exceeds 4.5 rarely).
+    z = np.abs(freq - p) / np.sqrt(p * (1 - p) / n)
+    assert z.max() < 5.5
+    # And the chi-square statistic within 5 sigma of its mean (dof = 999).
+    chi2 = np.sum((freq - p) ** 2 / p) * n
+    assert abs(chi2 - 999) < 5 * np.sqrt(2 * 999)
+    a = np.asarray(sampler.sample(jax.random.key(7), (1000,)))
+    b = np.asarray(sampler.sample(jax.random.key(7), (1000,)))
+    c = np.asarray(sampler.sample(jax.random.key(8), (1000,)))
+    np.testing.assert_array_equal(a, b)
+    assert (a != c).mean() > 0.5
+
+
+def test_sampler_small_vocabularies():
+    for probs in ([1.0], [0.25, 0.75], [0.0, 1.0, 0.0]):
+        s = AliasSampler.from_probs(np.array(probs))
+        d = np.asarray(s.sample(jax.random.key(0), (20000,)))
+        np.testing.assert_allclose(np.bincount(d, minlength=len(probs)) / 20000, probs, atol=0.02)
+
+
+# --- the theory, as tests ----------------------------------------------------------------
+
+def _cos(a, b):
+    return float(jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b)))
+
+
+def test_sampled_gradients_approach_full_softmax_direction():
+    """Tiny problem, centred output vectors: the gradient w.r.t. v_w of sampled softmax (one
+    draw) and of NS (mean over draws) point along the exact full-softmax gradient."""
+    v, d = 20, 5
+    rng = np.random.default_rng(0)
+    counts = rng.integers(1, 100, v)
+    w_out = rng.normal(size=(v, d)) * 0.5
+    params = {"w_in": jnp.asarray(rng.normal(size=(v, d)) * 0.3, jnp.float32),
+              "w_out": jnp.asarray(w_out - w_out.mean(0), jnp.float32)}
+    batch = {"input": jnp.array([3]), "output": jnp.array([7]), "mask": jnp.ones(1)}
+
+    def grad_v(layer, key):
+        return jax.grad(lambda p: layer.loss(p, batch, key)[0])(params)["w_in"][3]
+
+    exact = grad_v(make_output_layer("full", counts), None)
+    key = jax.random.key(1)
+    cos_by_s = [_cos(grad_v(make_output_layer("sampled", counts, shared_samples=s), key), exact)
+                for s in (2, 50, 1000)]
+    assert cos_by_s[-1] > 0.99 and cos_by_s[-1] >= cos_by_s[0] - 1e-6, cos_by_s
+    keys = jax.random.split(jax.random.key(2), 300)
+    for k in (5, 15):
+        layer = make_output_layer("ns", counts, negatives=k)
+        mean_grad = jnp.mean(jax.vmap(lambda kk: grad_v(layer, kk))(keys), 0)
+        assert _cos(mean_grad, exact) > 0.9
+
+
+def test_sgns_factorises_shifted_pmi():
+    """Levy & Goldberg 2014: at convergence with D >= V, u_c·v_w ≈ PMI(w, c) − log K."""
+    v, k = 8, 5
+    rng = np.random.default_rng(0)
+    transition = rng.dirichlet(np.full(v, 0.5), size=v)
+    ids = [0]
+    for _ in range(20000):
+        ids.append(rng.choice(v, p=transition[ids[-1]]))
+    ids = np.array(ids, np.int32)
+    w, c, _ = skipgram_pairs(ids, np.zeros(ids.size, int), np.full(ids.size, 2), 2)
+    pair_counts = np.zeros((v, v))
+    np.add.at(pair_counts, (w, c), 1)
+    counts = np.bincount(ids, minlength=v)
+    layer = make_output_layer("ns", counts, negatives=k, ns_exponent=1.0)
+    ww, cc = np.nonzero(pair_counts)
+    # One example per distinct pair, weighted by its count: the whole corpus in one batch.
+    batch = {"input": jnp.asarray(ww, jnp.int32), "output": jnp.asarray(cc, jnp.int32),
+             "mask": jnp.asarray(pair_counts[ww, cc], jnp.float32)}
+    params = {"w_in": jnp.asarray(rng.normal(size=(v, v)) * 0.1, jnp.float32),
+              "w_out": jnp.asarray(rng.normal(size=(v, v)) * 0.1, jnp.float32)}
+    opt = optax.adam(optax.cosine_decay_schedule(0.05, 3000))
+    state = opt.init(params)
+
+    @jax.jit
+    def step(params, state, key):
+        keys = jax.random.split(key, 16)
+        loss = lambda p: jnp.mean(jax.vmap(lambda kk: layer.loss(p, batch, kk)[0])(keys))
+        updates, state = opt.update(jax.grad(loss)(params), state, params)
+        return optax.apply_updates(params, updates), state
+
+    for i in range(3000):
+        params, state = step(params, state, jax.random.fold_in(jax.random.key(0), i))
+    dots = np.asarray(params["w_in"] @ params["w_out"].T)
+    q = counts / counts.sum()
+    pmi = np.log(pair_counts / pair_counts.sum(1, keepdims=True) / q[None, :])
+    seen = pair_counts > 0
+    assert np.corrcoef(dots[seen], pmi[seen] - np.log(k))[0, 1] > 0.9
+
+
+def test_negative_modes_agree_in_expectation():
+    """Mean gradient over many keys: window-shared and batch-shared equal per-pair NS."""
+    rng = np.random.default_rng(3)
+    windows = {"centre": jnp.asarray(rng.integers(0, V, B), jnp.int32),
+               "context": jnp.asarray(rng.integers(0, V, (B, 4)), jnp.int32),
+               "mask": jnp.asarray(rng.random((B, 4)) < 0.7, jnp.float32)}
+    # The same pairs in word2vec's orientation: input = context, target = centre.
+    pairs = {"input": windows["context"].reshape(-1),
+             "output": jnp.repeat(windows["centre"], 4),
+             "mask": windows["mask"].reshape(-1)}
+    params = make_params(FullSoftmax())
+    keys = jax.random.split(jax.random.key(0), 4000)
+
+    def mean_grad(layer, batch):
+        # Sum-of-losses gradients (the per-pair update), averaged over keys.
+        g = jax.vmap(lambda k: jax.grad(lambda p: layer.loss(p, batch, k)[1]["sum"])(params))(keys)
+        return {k: v.mean(0) for k, v in g.items()}, {k: v.std(0) / np.sqrt(len(keys)) for k, v in g.items()}
+
+    ref, ref_se = mean_grad(make_output_layer("ns", COUNTS, negatives=5), pairs)
+    for mode, batch in (("window", windows), ("batch", pairs)):
+        got, se = mean_grad(make_output_layer("ns", COUNTS, negatives=5, negative_mode=mode,
+                                              shared_samples=8), batch)
+        for name in ("w_in", "w_out"):
+            diff = np.abs(got[name] - ref[name])
+            bound = 5 * np.sqrt(se[name] ** 2 + ref_se[name] ** 2) + 1e-4
+            assert np.all(diff <= bound), (mode, name, float((diff - bound).max()))
