@@ -1,0 +1,182 @@
+"""The training configuration: one frozen dataclass tree (data, model, loss, optim, run).
+
+Defaults follow word2vec / gensim skip-gram: dim 100, window 5, negative 5, ns_exponent 0.75,
+sample 1e-3, min_count 5, learning rate 0.025 decayed linearly to 0.025·1e-4 over all training
+words, 5 epochs. Built from CLI flags or a JSON/TOML file with the same nested keys; saved
+beside every output as JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sgns_jax.errors import ConfigError
+from sgns_jax.losses import LOSSES, NEGATIVE_MODES
+
+OPTIMIZERS = ("sgd", "adagrad", "adam")
+SCHEDULES = ("linear", "constant", "cosine")
+UPDATE_PATHS = ("sparse", "dense")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    corpus: str = ""
+    min_count: int = 5
+    max_vocab: int | None = None
+    lowercase: bool = False
+    window: int = 5
+    sample: float = 1e-3
+    cache_dir: str | None = None  # None: $SGNS_JAX_CACHE or ~/.cache/sgns_jax; "" disables
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    dim: int = 100
+    cbow: bool = False
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: str = "ns"
+    negative: int = 5
+    negative_mode: str = "pair"
+    shared_samples: int = 64
+    ns_exponent: float = 0.75
+    softmax_chunk: int = 4096
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    optimizer: str = "sgd"
+    learning_rate: float = 0.025
+    min_learning_rate_ratio: float = 1e-4
+    schedule: str = "linear"
+    update: str = "sparse"
+    batch_size: int | None = None   # None: the loss's stable default (see default_batch_size)
+    steps_per_chunk: int = 32
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    epochs: int = 5
+    seed: int = 0
+    out: str | None = None
+    binary: bool = False
+    checkpoint_dir: str | None = None
+    checkpoint_minutes: float = 10.0
+    resume: bool = False
+    metrics: str | None = None
+    quiet: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = set(d) - set(sections)
+        if unknown:
+            raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            sub_cls = _SECTION[f.name]
+            values = d.get(f.name, {})
+            names = {g.name for g in dataclasses.fields(sub_cls)}
+            bad = set(values) - names
+            if bad:
+                raise ConfigError(f"unknown key(s) in [{f.name}]: {', '.join(sorted(bad))}")
+            if not isinstance(values, dict):
+                raise ConfigError(f"config section [{f.name}] must be a table of keys")
+            kwargs[f.name] = sub_cls(**values)
+        return cls(**kwargs)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+        try:
+            d = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except (ValueError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"config {path} is not valid {path.suffix[1:] or 'JSON'}: {e}") from None
+        return cls.from_dict(d)
+
+    def replace(self, **sections: dict[str, Any]) -> "TrainConfig":
+        """A copy with some fields of some sections changed: ``cfg.replace(run={"epochs": 1})``."""
+        new = {name: dataclasses.replace(getattr(self, name), **vals) for name, vals in sections.items()}
+        return dataclasses.replace(self, **new)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+
+_SECTION = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "optim": OptimConfig,
+            "run": RunConfig}
+
+
+def default_batch_size(cfg: TrainConfig) -> int:
+    """Rows per step when not given: pairs (pairs layout) or centres (windows layout).
+
+    Chosen inside the stable ranges measured on this kind of machine: summed per-pair updates
+    diverge when a batch stacks too many updates on the same rows (hierarchical softmax's root
+    is on every path, so it needs the smallest batches).
+    """
+    name, mode = cfg.loss.name, cfg.loss.negative_mode
+    if name == "hs":
+        return 256
+    if name == "full":
+        return 256
+    if cfg.model.cbow or (name == "ns" and mode == "window"):
+        return 256
+    return 1024
+
+
+def validate(cfg: TrainConfig) -> None:
+    d, m, l, o, r = cfg.data, cfg.model, cfg.loss, cfg.optim, cfg.run
+    checks = [
+        (d.min_count >= 1, f"min_count must be >= 1, got {d.min_count}"),
+        (d.max_vocab is None or d.max_vocab >= 1, f"max_vocab must be >= 1, got {d.max_vocab}"),
+        (d.window >= 1, f"window must be >= 1, got {d.window}"),
+        (d.sample >= 0, f"sample must be >= 0, got {d.sample}"),
+        (m.dim >= 1, f"dim must be >= 1, got {m.dim}"),
+        (l.name in LOSSES, f"unknown loss {l.name!r}; choose one of {', '.join(LOSSES)}"),
+        (l.negative >= 1, f"negative must be >= 1, got {l.negative}"),
+        (l.negative_mode in NEGATIVE_MODES,
+         f"unknown negative mode {l.negative_mode!r}; choose one of {', '.join(NEGATIVE_MODES)}"),
+        (not (m.cbow and l.name == "ns" and l.negative_mode == "window"),
+         "negative mode 'window' is for skip-gram; CBOW takes 'pair' or 'batch'"),
+        (l.shared_samples >= 1, f"shared_samples must be >= 1, got {l.shared_samples}"),
+        (l.ns_exponent >= 0, f"ns_exponent must be >= 0, got {l.ns_exponent}"),
+        (l.softmax_chunk >= 1, f"softmax_chunk must be >= 1, got {l.softmax_chunk}"),
+        (o.optimizer in OPTIMIZERS, f"unknown optimizer {o.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"),
+        (o.learning_rate > 0, f"learning_rate must be > 0, got {o.learning_rate}"),
+        (0 <= o.min_learning_rate_ratio <= 1, "min_learning_rate_ratio must be in [0, 1]"),
+        (o.schedule in SCHEDULES, f"unknown schedule {o.schedule!r}; choose one of {', '.join(SCHEDULES)}"),
+        (o.update in UPDATE_PATHS, f"unknown update path {o.update!r}; choose sparse or dense"),
+        (o.batch_size is None or o.batch_size >= 1, f"batch_size must be >= 1, got {o.batch_size}"),
+        (o.steps_per_chunk >= 1, f"steps_per_chunk must be >= 1, got {o.steps_per_chunk}"),
+        (r.epochs >= 1, f"epochs must be >= 1, got {r.epochs}"),
+        (r.checkpoint_minutes > 0, "checkpoint_minutes must be > 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

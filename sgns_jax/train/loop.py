@@ -1,0 +1,284 @@
+"""The training loop: the shell around the pure chunk function.
+
+Corpus → batches (host thread) → jitted chunks (device) → progress, metrics, checkpoints →
+vectors on disk. Everything that touches files, clocks, signals or the terminal lives here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from sgns_jax.data.batches import BatchSpec, Prefetcher, epoch_chunks
+from sgns_jax.data.corpus import Corpus, default_cache_dir, encode_corpus
+from sgns_jax.data.vocab import Vocabulary
+from sgns_jax.errors import SgnsError, TrainingDiverged
+from sgns_jax.evaluation.formats import save_word2vec
+from sgns_jax.io_utils import atomic_open, atomic_write, check_writable
+from sgns_jax.losses import OutputLayer, make_output_layer
+from sgns_jax.train.checkpoint import Progress, checkpoint_path, load_checkpoint, save_checkpoint
+from sgns_jax.train.config import TrainConfig, default_batch_size
+from sgns_jax.train.step import TrainState, init_params, init_state, make_train_chunk
+
+
+class TrainingInterrupted(SgnsError):
+    """SIGINT or SIGTERM arrived; a checkpoint was written if a checkpoint directory is set."""
+
+
+@dataclass
+class TrainResult:
+    vocab: Vocabulary
+    params: dict[str, np.ndarray]
+    config: TrainConfig
+    seconds: float            # training time, first chunk dispatched → last chunk done
+    total_seconds: float      # train() call, corpus encoding and compilation included
+    corpus_tokens: int        # raw tokens of the corpus (one epoch)
+    words: int                # in-vocabulary words read over all epochs
+    mean_loss: float
+    epoch_losses: list[float] = field(default_factory=list)
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return self.params["w_in"]
+
+    @property
+    def words_per_second(self) -> float:
+        """Corpus tokens × epochs / training seconds (the benchmark's definition)."""
+        return self.corpus_tokens * self.config.run.epochs / max(self.seconds, 1e-9)
+
+
+def make_transform(name: str) -> tuple[optax.GradientTransformation, bool]:
+    """The optax transform (learning rate applied separately) and whether it is stateless."""
+    if name == "sgd":
+        return optax.identity(), True
+    if name == "adagrad":
+        return optax.scale_by_rss(initial_accumulator_value=0.1), False
+    if name == "adam":
+        return optax.scale_by_adam(), False
+    raise SgnsError(f"unknown optimizer {name!r}")
+
+
+def make_schedule(cfg: TrainConfig, total_words: int) -> optax.Schedule:
+    """Learning rate as a function of words read (word2vec decays by words, not steps)."""
+    o = cfg.optim
+    end = o.learning_rate * o.min_learning_rate_ratio
+    total = max(total_words, 1)
+    if o.schedule == "constant":
+        return optax.constant_schedule(o.learning_rate)
+    if o.schedule == "cosine":
+        return optax.cosine_decay_schedule(o.learning_rate, total, alpha=o.min_learning_rate_ratio)
+    return optax.linear_schedule(o.learning_rate, end, total)
+
+
+def build_layer(cfg: TrainConfig, counts: np.ndarray) -> OutputLayer:
+    l = cfg.loss
+    return make_output_layer(l.name, counts, negatives=l.negative, negative_mode=l.negative_mode,
+                             shared_samples=l.shared_samples, ns_exponent=l.ns_exponent,
+                             cbow=cfg.model.cbow, softmax_chunk=l.softmax_chunk)
+
+
+def batch_spec(cfg: TrainConfig, layer: OutputLayer) -> BatchSpec:
+    return BatchSpec(layout=layer.layout, batch_size=cfg.optim.batch_size or default_batch_size(cfg),
+                     steps_per_chunk=cfg.optim.steps_per_chunk, window=cfg.data.window,
+                     sample=cfg.data.sample, seed=cfg.run.seed)
+
+
+def load_corpus(cfg: TrainConfig) -> Corpus:
+    d = cfg.data
+    cache = default_cache_dir() if d.cache_dir is None else (d.cache_dir or None)
+    return encode_corpus(d.corpus, min_count=d.min_count, max_vocab=d.max_vocab,
+                         lowercase=d.lowercase, cache_dir=cache)
+
+
+@contextmanager
+def _interrupt_flag() -> Iterator[threading.Event]:
+    """SIGINT/SIGTERM set a flag the loop checks between chunks (main thread only)."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, lambda signum, frame: flag.set())
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+class _Reporter:
+    """tqdm bar, per-epoch log lines and an optional JSONL metrics file."""
+
+    def __init__(self, cfg: TrainConfig, total_words: int, initial: int):
+        self.quiet = cfg.run.quiet
+        self.metrics = open(cfg.run.metrics, "a") if cfg.run.metrics else None
+        self.bar = None
+        if not self.quiet:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total_words, initial=initial, unit="w", unit_scale=True,
+                            dynamic_ncols=True, smoothing=0.1)
+        self.last = initial
+
+    def update(self, words: int, lr: float, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(words - self.last)
+            self.bar.set_postfix(lr=f"{lr:.5f}", loss=f"{loss:.4f}", refresh=False)
+        self.last = words
+
+    def record(self, **fields: Any) -> None:
+        if self.metrics is not None:
+            self.metrics.write(json.dumps(fields) + "\n")
+            self.metrics.flush()
+
+    def log(self, message: str) -> None:
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.write(message)
+        else:
+            print(message, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.metrics is not None:
+            self.metrics.close()
+
+
+def train(cfg: TrainConfig, corpus: Corpus | None = None) -> TrainResult:
+    """Train word vectors as ``cfg`` says; write outputs if ``cfg.run.out`` is set."""
+    t_start = time.perf_counter()
+    run = cfg.run
+    if run.out:
+        check_writable(run.out)
+    if run.resume and not run.checkpoint_dir:
+        raise SgnsError("--resume needs --checkpoint-dir")
+    if run.metrics:
+        check_writable(run.metrics)
+    if corpus is None:
+        corpus = load_corpus(cfg)
+    vocab = corpus.vocab
+    layer = build_layer(cfg, vocab.counts)
+    spec = batch_spec(cfg, layer)
+    transform, stateless = make_transform(cfg.optim.optimizer)
+    total_words = run.epochs * len(corpus)
+    schedule = make_schedule(cfg, total_words)
+    init_key, root_key = jax.random.split(jax.random.key(run.seed))
+    params = init_params(layer, len(vocab), cfg.model.dim, init_key)
+    state = init_state(params, transform, cfg.optim.update)
+    chunk_fn = make_train_chunk(layer, transform, schedule, path=cfg.optim.update,
+                                stateless=stateless)
+
+    progress = Progress()
+    ckpt_dir = run.checkpoint_dir
+    if run.resume:
+        if checkpoint_path(ckpt_dir).exists():
+            state, progress, _ = load_checkpoint(ckpt_dir, state)
+        # else: nothing saved yet, start from the beginning
+    reporter = _Reporter(cfg, total_words, progress.words)
+    if not run.quiet:
+        reporter.log(f"config: {json.dumps(cfg.to_dict(), separators=(',', ':'))}")
+        reporter.log(f"corpus: {corpus.raw_tokens:,} tokens, {len(corpus):,} in vocabulary of "
+                     f"{len(vocab):,} words; {spec.layout} batches of {spec.batch_size} × "
+                     f"{spec.steps_per_chunk} steps")
+
+    def checkpoint() -> str | None:
+        if not ckpt_dir:
+            return None
+        return str(save_checkpoint(ckpt_dir, state, progress, cfg.to_dict()))
+
+    last_ckpt = str(checkpoint_path(ckpt_dir)) if ckpt_dir and run.resume and progress.words else None
+    epoch_losses: list[float] = []
+    t_train = None
+    steps_done = int(state.step)
+    last_save = time.monotonic()
+    try:
+        with _interrupt_flag() as interrupted:
+            for epoch in range(progress.epoch, run.epochs):
+                epoch_loss = [0.0, 0.0]
+                chunks = Prefetcher(epoch_chunks(corpus, spec, epoch))
+                try:
+                    for index, chunk in enumerate(chunks):
+                        if index < progress.chunk:
+                            continue  # resuming: these were trained before the checkpoint
+                        if t_train is None:
+                            t_train = time.perf_counter()
+                        step_before = steps_done
+                        state, loss_sum, count = chunk_fn(state, chunk.arrays, root_key)
+                        loss_sum, count = float(loss_sum), float(count)
+                        steps_done += spec.steps_per_chunk
+                        if not math.isfinite(loss_sum):
+                            raise TrainingDiverged(
+                                f"loss became {loss_sum} in steps {step_before}–{steps_done - 1} "
+                                f"(epoch {epoch + 1}); last good checkpoint: {last_ckpt or 'none'}")
+                        progress.chunk = index + 1
+                        progress.words = chunk.words_end
+                        progress.loss_sum += loss_sum
+                        progress.loss_count += count
+                        epoch_loss[0] += loss_sum
+                        epoch_loss[1] += count
+                        lr = float(schedule(chunk.words_end))
+                        mean = progress.loss_sum / max(progress.loss_count, 1.0)
+                        reporter.update(progress.words, lr, mean)
+                        if interrupted.is_set():
+                            saved = checkpoint()
+                            raise TrainingInterrupted(
+                                f"interrupted at step {steps_done}; " +
+                                (f"checkpoint saved to {saved} (continue with --resume)" if saved
+                                 else "no --checkpoint-dir, nothing saved"))
+                        if ckpt_dir and time.monotonic() - last_save > 60 * run.checkpoint_minutes:
+                            last_ckpt = checkpoint()
+                            last_save = time.monotonic()
+                finally:
+                    chunks.close()
+                progress.epoch, progress.chunk = epoch + 1, 0
+                epoch_losses.append(epoch_loss[0] / max(epoch_loss[1], 1.0))
+                elapsed = time.perf_counter() - (t_train or time.perf_counter())
+                reporter.log(f"epoch {epoch + 1}/{run.epochs}: mean loss {epoch_losses[-1]:.4f}, "
+                             f"{progress.words:,} words, {elapsed:.1f} s")
+                reporter.record(epoch=epoch + 1, loss=epoch_losses[-1], words=progress.words,
+                                seconds=elapsed, step=int(state.step))
+                if ckpt_dir:
+                    last_ckpt = checkpoint()
+                    last_save = time.monotonic()
+    finally:
+        reporter.close()
+    jax.block_until_ready(state)
+    seconds = time.perf_counter() - (t_train or time.perf_counter())
+    params = {k: np.asarray(v) for k, v in state.params.items()}
+    result = TrainResult(vocab, params, cfg, seconds, 0.0, corpus.raw_tokens, progress.words,
+                         progress.loss_sum / max(progress.loss_count, 1.0), epoch_losses)
+    if run.out:
+        write_outputs(result)
+    result.total_seconds = time.perf_counter() - t_start
+    return result
+
+
+def output_paths(out: str | Path) -> dict[str, Path]:
+    out = Path(out)
+    stem = out.with_suffix("") if out.suffix in (".txt", ".bin", ".vec") else out
+    return {"vectors": out, "state": Path(f"{stem}.npz"), "config": Path(f"{stem}.config.json")}
+
+
+def write_outputs(result: TrainResult) -> None:
+    """Vectors (word2vec text or binary), the full state (.npz) and the config (.json)."""
+    paths = output_paths(result.config.run.out)
+    save_word2vec(paths["vectors"], result.vocab.words, result.vectors, binary=result.config.run.binary)
+    with atomic_open(paths["state"], "wb") as f:
+        np.savez(f, w_in=result.params["w_in"], w_out=result.params["w_out"],
+                 words=np.array(result.vocab.words), counts=result.vocab.counts,
+                 config=np.frombuffer(result.config.to_json().encode(), dtype=np.uint8))
+    atomic_write(paths["config"], result.config.to_json().encode())

@@ -1,0 +1,167 @@
+"""The pure training step and the fused, jitted chunk of steps.
+
+``train_step(state, batch, key, lr)`` is a pure function. ``make_train_chunk`` fuses
+``steps_per_chunk`` of them with ``lax.scan`` into one jitted call over a ``[T, ...]`` chunk,
+with the state donated; step t's key is ``fold_in(root_key, global_step)``.
+
+Two update paths:
+
+* ``sparse`` (default): gradients with respect to the *gathered rows* only, applied with one
+  scatter-add per table per step (all of a table's row gradients are concatenated first: two
+  chained scatters into one donated table make XLA copy the whole table). Exact SGD. For a
+  stateful optax transform (adagrad, adam, ...) this is the row-wise **lazy** variant: the
+  touched rows' gradients are summed per unique row, their optimizer-state rows are gathered,
+  updated by the optax transform, and scattered back; rows not in the batch keep stale state
+  (as TensorFlow's LazyAdam / PyTorch's SparseAdam do).
+* ``dense`` (reference): ``jax.grad`` over the whole tables and a plain optax update; any
+  optax transform, exact, O(V·D) per step — for small vocabularies and experiments.
+
+The gradient is that of the **sum** of the per-example losses, so the learning rate is per pair
+as in word2vec: a batch of B pairs applies B word2vec updates at once. Large batches therefore
+stack many updates on frequent rows in one step; see the README for the stable ranges.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sgns_jax.losses.base import Lookup, OutputLayer, gather_rows
+
+Array = jax.Array
+Params = dict[str, Array]
+
+
+class TrainState(NamedTuple):
+    params: Params      # {"w_in": [V, D], "w_out": [V or V-1, D]}
+    opt_state: Any      # {table: optax state} (sparse) or optax state of the params (dense)
+    step: Array         # int32 scalar, global step count
+
+
+def init_params(layer: OutputLayer, vocab_size: int, dim: int, key: Array) -> Params:
+    """word2vec's initialisation: w_in uniform in (−0.5/D, 0.5/D), output vectors zero."""
+    rows = layer.table_rows(vocab_size)
+    w_in = (jax.random.uniform(key, (rows["w_in"], dim), jnp.float32) - 0.5) / dim
+    return {"w_in": w_in, "w_out": jnp.zeros((rows["w_out"], dim), jnp.float32)}
+
+
+def init_state(params: Params, transform: optax.GradientTransformation, path: str) -> TrainState:
+    if path == "dense":
+        opt_state = transform.init(params)
+    else:
+        opt_state = {name: transform.init(table) for name, table in params.items()}
+    return TrainState(params, opt_state, jnp.zeros((), jnp.int32))
+
+
+def _row_grads(layer: OutputLayer, params: Params, batch: Mapping[str, Array], key: Array
+               ) -> tuple[dict[str, Lookup], dict[str, Array], Array, Array]:
+    lookups = layer.lookups(batch, key)
+    rows = gather_rows(params, lookups)
+
+    def total(rows):
+        losses, weights = layer.example_losses(rows, lookups, batch)
+        return jnp.sum(losses * weights), jnp.sum(weights)
+
+    (loss_sum, count), grads = jax.value_and_grad(total, has_aux=True)(rows)
+    return lookups, grads, loss_sum, count
+
+
+def _group_by_table(lookups, grads, params):
+    """Per table: (ids [N], row grads [N, D]) concatenated over roles, and any dense grad."""
+    sparse: dict[str, tuple[list, list]] = {}
+    dense: dict[str, Array] = {}
+    for role, look in lookups.items():
+        g = grads[role]
+        if look.ids is None:
+            dense[look.table] = dense.get(look.table, 0) + g
+        else:
+            d = params[look.table].shape[1]
+            ids, gs = sparse.setdefault(look.table, ([], []))
+            ids.append(look.ids.reshape(-1))
+            gs.append(g.reshape(-1, d))
+    return ({t: (jnp.concatenate(i), jnp.concatenate(g)) for t, (i, g) in sparse.items()}, dense)
+
+
+def _lazy_update(transform, table, table_state, ids, grads, lr):
+    """Optax on the unique touched rows only; state rows gathered, updated, scattered back."""
+    v = table.shape[0]
+    n = ids.shape[0]
+    uids, inverse = jnp.unique(ids, size=n, fill_value=v, return_inverse=True)
+    g_rows = jax.ops.segment_sum(grads, inverse.reshape(-1), num_segments=n)
+
+    def is_rows(x):
+        return hasattr(x, "ndim") and x.ndim >= 1 and x.shape[0] == v
+
+    state_rows = jax.tree.map(lambda x: jnp.take(x, uids, axis=0, mode="clip") if is_rows(x) else x,
+                              table_state)
+    p_rows = jnp.take(table, uids, axis=0, mode="clip")
+    updates, new_rows = transform.update(g_rows, state_rows, p_rows)
+    new_state = jax.tree.map(
+        lambda full, rows: full.at[uids].set(rows, mode="drop") if is_rows(full) else rows,
+        table_state, new_rows)
+    return table.at[uids].add(-lr * updates, mode="drop"), new_state
+
+
+def train_step(state: TrainState, batch: Mapping[str, Array], key: Array, lr: Array, *,
+               layer: OutputLayer, transform: optax.GradientTransformation, path: str = "sparse",
+               stateless: bool = True) -> tuple[TrainState, Array, Array]:
+    """One update. Returns the new state, the batch's loss sum and its example count.
+
+    ``transform`` scales gradients without the learning rate (``optax.identity()`` for SGD,
+    ``optax.scale_by_adam()``, ...); ``lr`` is applied here, from the word-driven schedule.
+    ``stateless`` marks transforms whose update is linear and stateless (SGD), for which the
+    sparse path scatter-adds the raw row gradients, duplicates included — exact SGD.
+    """
+    params = state.params
+    if path == "dense":
+        def total(p):
+            _, aux = layer.loss(p, batch, key)
+            return aux["sum"], aux["count"]
+
+        (loss_sum, count), grads = jax.value_and_grad(total, has_aux=True)(params)
+        updates, opt_state = transform.update(grads, state.opt_state, params)
+        params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
+        return TrainState(params, opt_state, state.step + 1), loss_sum, count
+
+    lookups, grads, loss_sum, count = _row_grads(layer, params, batch, key)
+    sparse, dense = _group_by_table(lookups, grads, params)
+    new_params, new_opt = dict(params), dict(state.opt_state)
+    for table, g in dense.items():
+        updates, new_opt[table] = transform.update(g, state.opt_state[table], params[table])
+        new_params[table] = new_params[table] - lr * updates
+    for table, (ids, g) in sparse.items():
+        if stateless:
+            new_params[table] = new_params[table].at[ids].add(-lr * g)
+        else:
+            new_params[table], new_opt[table] = _lazy_update(
+                transform, new_params[table], new_opt[table], ids, g, lr)
+    return TrainState(new_params, new_opt, state.step + 1), loss_sum, count
+
+
+def make_train_chunk(layer: OutputLayer, transform: optax.GradientTransformation,
+                     schedule: Callable[[Array], Array], *, path: str = "sparse",
+                     stateless: bool = True) -> Callable:
+    """``chunk(state, arrays, root_key) -> (state, loss_sum, count)``, jitted, state donated.
+
+    ``arrays`` holds ``[T, ...]`` batches plus ``words`` [T] (words read before each step),
+    from which ``schedule`` gives each step's learning rate.
+    """
+
+    def chunk(state: TrainState, arrays: Mapping[str, Array], root_key: Array):
+        def body(carry, xs):
+            state, loss_acc, count_acc = carry
+            batch = {k: v for k, v in xs.items() if k != "words"}
+            key = jax.random.fold_in(root_key, state.step)
+            state, loss_sum, count = train_step(state, batch, key, schedule(xs["words"]),
+                                                layer=layer, transform=transform, path=path,
+                                                stateless=stateless)
+            return (state, loss_acc + loss_sum, count_acc + count), None
+
+        zero = jnp.zeros((), jnp.float32)
+        (state, loss_sum, count), _ = jax.lax.scan(body, (state, zero, zero), arrays)
+        return state, loss_sum, count
+
+    return jax.jit(chunk, donate_argnums=(0,))
