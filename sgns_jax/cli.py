@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except SgnsError as e:
         print(f"sgns-jax: error: {e}", file=sys.stderr)
-        return 2
+        return 130 if type(e).__name__ == "TrainingInterrupted" else 2
     except KeyboardInterrupt:
         print("sgns-jax: interrupted", file=sys.stderr)
         return 130

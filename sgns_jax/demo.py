@@ -1,17 +1,32 @@
-"""``make demo``: encode the bundled Wikipedia corpus and show its vocabulary and batches."""
+"""``make demo``: train on the bundled Wikipedia corpus, show neighbours and benchmark scores."""
 
-from importlib import resources
+from __future__ import annotations
 
-from sgns_jax.data.batches import BatchSpec, epoch_chunks
-from sgns_jax.data.corpus import default_cache_dir, encode_corpus
+import sys
+import tempfile
+from pathlib import Path
+
+from sgns_jax.evaluation.benchmarks import bundled, evaluate_all, format_table
+from sgns_jax.evaluation.embeddings import Embeddings
+from sgns_jax.train.config import TrainConfig
+from sgns_jax.train.loop import train
+
+WORDS = ("king", "war", "music", "france", "computer", "three")
 
 
 def main() -> None:
-    path = resources.files("sgns_jax") / "resources" / "wiki.txt.gz"
-    corpus = encode_corpus(path, min_count=5, cache_dir=default_cache_dir())
-    print(f"{corpus.raw_tokens:,} tokens, vocabulary of {len(corpus.vocab):,} words")
-    chunks = list(epoch_chunks(corpus, BatchSpec(), 0))
-    print(f"one epoch: {len(chunks)} chunks of {chunks[0].arrays['input'].shape} pairs")
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp()) / "vectors.txt"
+    cfg = TrainConfig().replace(data={"corpus": str(bundled("wiki.txt.gz"))},
+                                run={"out": str(out), "epochs": 5})
+    result = train(cfg)
+    print(f"\n{result.corpus_tokens:,} tokens × {cfg.run.epochs} epochs in {result.seconds:.1f} s "
+          f"= {result.words_per_second:,.0f} words/s (whole run {result.total_seconds:.1f} s); "
+          f"vectors in {out}\n")
+    emb = Embeddings.load(out)
+    for word in WORDS:
+        print(f"{word:>9}: " + ", ".join(w for w, _ in emb.most_similar(word, topn=8)))
+    print()
+    print(format_table(evaluate_all(emb)))
 
 
 if __name__ == "__main__":
