@@ -2,7 +2,12 @@
 
 An output layer is split in two pure halves so the trainer can update only the rows it touched:
 
-* ``lookups(batch, key) -> {role: Lookup(table, ids)}`` — which rows of which table the batch
+* ``sample_noise(key, rows) -> noise`` — the step's random noise words for a batch of ``rows``
+  examples (None for full and hierarchical softmax). ``noise_per_row`` says whether its leading
+  axis follows the batch (K words per example) or is shared by the whole batch (S words); a
+  data-parallel step draws the global batch's noise and gives each device its part, so results
+  do not depend on the device count;
+* ``lookups(batch, noise) -> {role: Lookup(table, ids)}`` — which rows of which table the batch
   needs (ids of any shape; ``ids=None`` means the whole table, as full softmax does);
 * ``example_losses(rows, lookups, batch) -> (losses, weights)`` — the loss of each example
   from the gathered rows ``rows[role] = params[table][ids]`` (the lookups' ids are passed too,
@@ -88,8 +93,17 @@ class OutputLayer:
         m = batch["mask"]
         return jnp.einsum("bcd,bc->bd", x, m) / jnp.maximum(m.sum(-1), 1.0)[:, None]
 
+    def batch_rows(self, batch: Batch) -> int:
+        return batch["mask"].shape[0]
+
+    # -- noise: none by default -------------------------------------------------------------
+    noise_per_row: bool = True
+
+    def sample_noise(self, key: Array, rows: int) -> Array | None:
+        return None
+
     # -- to implement ---------------------------------------------------------------------
-    def lookups(self, batch: Batch, key: Array) -> dict[str, Lookup]:
+    def lookups(self, batch: Batch, noise: Array | None) -> dict[str, Lookup]:
         raise NotImplementedError
 
     def example_losses(self, rows: Mapping[str, Array], lookups: Mapping[str, Lookup],
@@ -99,7 +113,7 @@ class OutputLayer:
     # -- the pure loss ----------------------------------------------------------------------
     def loss(self, params: Params, batch: Batch, key: Array) -> tuple[Array, dict[str, Any]]:
         """Mean loss over the batch's unmasked examples, and ``aux`` with ``sum`` and ``count``."""
-        lookups = self.lookups(batch, key)
+        lookups = self.lookups(batch, self.sample_noise(key, self.batch_rows(batch)))
         losses, weights = self.example_losses(gather_rows(params, lookups), lookups, batch)
         total = jnp.sum(losses * weights)
         count = jnp.sum(weights)

@@ -54,7 +54,7 @@ class FullSoftmax(OutputLayer):
     def layout(self) -> str:
         return "windows" if self.cbow else "pairs"
 
-    def lookups(self, batch: Batch, key: Array) -> dict[str, Lookup]:
+    def lookups(self, batch: Batch, noise: Array | None) -> dict[str, Lookup]:
         return {"input": self.input_lookup(batch), "out_all": Lookup("w_out", None)}
 
     def example_losses(self, rows: Mapping[str, Array], lookups: Mapping[str, Lookup],

@@ -38,7 +38,7 @@ class HierarchicalSoftmax(OutputLayer):
     def table_rows(self, vocab_size: int) -> dict[str, int]:
         return {"w_in": vocab_size, "w_out": max(vocab_size - 1, 1)}
 
-    def lookups(self, batch: Batch, key: Array) -> dict[str, Lookup]:
+    def lookups(self, batch: Batch, noise: Array | None) -> dict[str, Lookup]:
         target_B, _ = self.targets(batch)
         return {"input": self.input_lookup(batch),
                 "nodes": Lookup("w_out", jnp.take(self._points, target_B, axis=0))}

@@ -27,9 +27,12 @@ class NoiseContrastiveEstimation(OutputLayer):
     def layout(self) -> str:
         return "windows" if self.cbow else "pairs"
 
-    def lookups(self, batch: Batch, key: Array) -> dict[str, Lookup]:
+    def sample_noise(self, key: Array, rows: int) -> Array:
+        return self.sampler.sample(key, (rows, self.negatives))
+
+    def lookups(self, batch: Batch, noise: Array) -> dict[str, Lookup]:
         target_B, _ = self.targets(batch)
-        neg_BxK = self.sampler.sample(key, (target_B.shape[0], self.negatives))
+        neg_BxK = noise
         return {"input": self.input_lookup(batch),
                 "out": Lookup("w_out", jnp.concatenate([target_B[:, None], neg_BxK], 1))}
 

@@ -46,19 +46,27 @@ class NegativeSampling(OutputLayer):
     def layout(self) -> str:
         return "windows" if (self.cbow or self.mode == "window") else "pairs"
 
-    def lookups(self, batch: Batch, key: Array) -> dict[str, Lookup]:
+    @property
+    def noise_per_row(self) -> bool:
+        return self.mode != "batch"
+
+    def sample_noise(self, key: Array, rows: int) -> Array:
+        """int32 [rows, K] (pair, window) or [S] (batch)."""
+        if self.mode == "batch":
+            return self.sampler.sample(key, (self.shared_samples,))
+        return self.sampler.sample(key, (rows, self.negatives))
+
+    def lookups(self, batch: Batch, noise: Array) -> dict[str, Lookup]:
         if self.mode == "window":
             centre_B = batch["centre"]
-            neg_BxK = self.sampler.sample(key, (centre_B.shape[0], self.negatives))
             return {"input": Lookup("w_in", batch["context"]),
-                    "out": Lookup("w_out", jnp.concatenate([centre_B[:, None], neg_BxK], 1))}
+                    "out": Lookup("w_out", jnp.concatenate([centre_B[:, None], noise], 1))}
         target_B, _ = self.targets(batch)
         if self.mode == "pair":
-            neg_BxK = self.sampler.sample(key, (target_B.shape[0], self.negatives))
             return {"input": self.input_lookup(batch),
-                    "out": Lookup("w_out", jnp.concatenate([target_B[:, None], neg_BxK], 1))}
+                    "out": Lookup("w_out", jnp.concatenate([target_B[:, None], noise], 1))}
         return {"input": self.input_lookup(batch), "out": Lookup("w_out", target_B),
-                "shared": Lookup("w_out", self.sampler.sample(key, (self.shared_samples,)))}
+                "shared": Lookup("w_out", noise)}
 
     def example_losses(self, rows: Mapping[str, Array], lookups: Mapping[str, Lookup],
                        batch: Batch) -> tuple[Array, Array]:

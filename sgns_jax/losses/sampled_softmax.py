@@ -29,10 +29,15 @@ class SampledSoftmax(OutputLayer):
     def layout(self) -> str:
         return "windows" if self.cbow else "pairs"
 
-    def lookups(self, batch: Batch, key: Array) -> dict[str, Lookup]:
+    noise_per_row = False
+
+    def sample_noise(self, key: Array, rows: int) -> Array:
+        return self.sampler.sample(key, (self.samples,))
+
+    def lookups(self, batch: Batch, noise: Array) -> dict[str, Lookup]:
         target_B, _ = self.targets(batch)
         return {"input": self.input_lookup(batch), "out": Lookup("w_out", target_B),
-                "shared": Lookup("w_out", self.sampler.sample(key, (self.samples,)))}
+                "shared": Lookup("w_out", noise)}
 
     def example_losses(self, rows: Mapping[str, Array], lookups: Mapping[str, Lookup],
                        batch: Batch) -> tuple[Array, Array]:

@@ -41,10 +41,12 @@ def save_checkpoint(directory: str | Path, state: TrainState, progress: Progress
                     config: dict[str, Any]) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    from sgns_jax.train.parallel import fetch
+
     leaves = jax.tree.leaves(state.opt_state)
-    arrays = {"w_in": np.asarray(state.params["w_in"]), "w_out": np.asarray(state.params["w_out"]),
-              "step": np.asarray(state.step)}
-    arrays.update({f"opt_{i}": np.asarray(x) for i, x in enumerate(leaves)})
+    arrays = {"w_in": fetch(state.params["w_in"]), "w_out": fetch(state.params["w_out"]),
+              "step": fetch(state.step)}
+    arrays.update({f"opt_{i}": fetch(x) for i, x in enumerate(leaves)})
     meta = {"progress": progress.__dict__, "config": config, "opt_leaves": len(leaves)}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     path = checkpoint_path(directory)

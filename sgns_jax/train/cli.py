@@ -23,7 +23,9 @@ FLAGS = {
     "epochs": ("run", "epochs"), "seed": ("run", "seed"), "out": ("run", "out"),
     "binary": ("run", "binary"), "checkpoint_dir": ("run", "checkpoint_dir"),
     "checkpoint_minutes": ("run", "checkpoint_minutes"), "resume": ("run", "resume"),
-    "metrics": ("run", "metrics"), "quiet": ("run", "quiet"),
+    "metrics": ("run", "metrics"), "quiet": ("run", "quiet"), "devices": ("run", "devices"),
+    "coordinator": ("run", "coordinator"), "num_processes": ("run", "num_processes"),
+    "process_id": ("run", "process_id"),
 }
 
 
@@ -67,6 +69,11 @@ def register(sub, add_corpus_flags) -> None:
     g.add_argument("--resume", action="store_true")
     g.add_argument("--metrics", help="append JSONL metrics here")
     g.add_argument("--quiet", action="store_true")
+    g = p.add_argument_group("devices")
+    g.add_argument("--devices", type=int, help="data-parallel devices (default: all)")
+    g.add_argument("--coordinator", help="host:port of process 0 (jax.distributed)")
+    g.add_argument("--num-processes", type=int)
+    g.add_argument("--process-id", type=int)
     p.set_defaults(func=run_train)
 
 

@@ -72,6 +72,10 @@ class RunConfig:
     resume: bool = False
     metrics: str | None = None
     quiet: bool = False
+    devices: int | None = None          # data-parallel devices; None: all
+    coordinator: str | None = None      # host:port of process 0, to join a jax.distributed run
+    num_processes: int = 1
+    process_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -176,6 +180,8 @@ def validate(cfg: TrainConfig) -> None:
         (o.steps_per_chunk >= 1, f"steps_per_chunk must be >= 1, got {o.steps_per_chunk}"),
         (r.epochs >= 1, f"epochs must be >= 1, got {r.epochs}"),
         (r.checkpoint_minutes > 0, "checkpoint_minutes must be > 0"),
+        (r.devices is None or r.devices >= 1, f"devices must be >= 1, got {r.devices}"),
+        (0 <= r.process_id < max(r.num_processes, 1), "process_id must be in [0, num_processes)"),
     ]
     for ok, message in checks:
         if not ok:

@@ -30,7 +30,21 @@ from sgns_jax.io_utils import atomic_open, atomic_write, check_writable
 from sgns_jax.losses import OutputLayer, make_output_layer
 from sgns_jax.train.checkpoint import Progress, checkpoint_path, load_checkpoint, save_checkpoint
 from sgns_jax.train.config import TrainConfig, default_batch_size
+from sgns_jax.train.parallel import (check_batch_divisible, data_mesh, fetch, replicate,
+                                     shard_chunk)
 from sgns_jax.train.step import TrainState, init_params, init_state, make_train_chunk
+
+_DISTRIBUTED_STARTED = False
+
+
+def start_distributed(cfg: TrainConfig) -> None:
+    """Join a multi-process run (``jax.distributed.initialize``) when a coordinator is given."""
+    global _DISTRIBUTED_STARTED
+    run = cfg.run
+    if run.coordinator and not _DISTRIBUTED_STARTED:
+        jax.distributed.initialize(coordinator_address=run.coordinator,
+                                   num_processes=run.num_processes, process_id=run.process_id)
+        _DISTRIBUTED_STARTED = True
 
 
 class TrainingInterrupted(SgnsError):
@@ -162,6 +176,8 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None) -> TrainResult:
     """Train word vectors as ``cfg`` says; write outputs if ``cfg.run.out`` is set."""
     t_start = time.perf_counter()
     run = cfg.run
+    start_distributed(cfg)
+    writer = jax.process_index() == 0  # one process writes outputs and checkpoints
     if run.out:
         check_writable(run.out)
     if run.resume and not run.checkpoint_dir:
@@ -176,11 +192,16 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None) -> TrainResult:
     transform, stateless = make_transform(cfg.optim.optimizer)
     total_words = run.epochs * len(corpus)
     schedule = make_schedule(cfg, total_words)
+    devices = run.devices or jax.device_count()
+    mesh = data_mesh(devices) if devices > 1 else None
+    if mesh is not None:
+        check_batch_divisible(spec.batch_size, devices)
     init_key, root_key = jax.random.split(jax.random.key(run.seed))
+    root_key = replicate(jax.random.key_data(root_key), mesh)
     params = init_params(layer, len(vocab), cfg.model.dim, init_key)
     state = init_state(params, transform, cfg.optim.update)
     chunk_fn = make_train_chunk(layer, transform, schedule, path=cfg.optim.update,
-                                stateless=stateless)
+                                stateless=stateless, mesh=mesh)
 
     progress = Progress()
     ckpt_dir = run.checkpoint_dir
@@ -188,16 +209,20 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None) -> TrainResult:
         if checkpoint_path(ckpt_dir).exists():
             state, progress, _ = load_checkpoint(ckpt_dir, state)
         # else: nothing saved yet, start from the beginning
+    state = replicate(state, mesh)
     reporter = _Reporter(cfg, total_words, progress.words)
     if not run.quiet:
         reporter.log(f"config: {json.dumps(cfg.to_dict(), separators=(',', ':'))}")
         reporter.log(f"corpus: {corpus.raw_tokens:,} tokens, {len(corpus):,} in vocabulary of "
                      f"{len(vocab):,} words; {spec.layout} batches of {spec.batch_size} × "
-                     f"{spec.steps_per_chunk} steps")
+                     f"{spec.steps_per_chunk} steps" +
+                     (f" over {devices} devices" if mesh is not None else ""))
 
     def checkpoint() -> str | None:
         if not ckpt_dir:
             return None
+        if not writer:
+            return str(checkpoint_path(ckpt_dir))
         return str(save_checkpoint(ckpt_dir, state, progress, cfg.to_dict()))
 
     last_ckpt = str(checkpoint_path(ckpt_dir)) if ckpt_dir and run.resume and progress.words else None
@@ -217,8 +242,9 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None) -> TrainResult:
                         if t_train is None:
                             t_train = time.perf_counter()
                         step_before = steps_done
-                        state, loss_sum, count = chunk_fn(state, chunk.arrays, root_key)
-                        loss_sum, count = float(loss_sum), float(count)
+                        state, loss_sum, count = chunk_fn(state, shard_chunk(chunk.arrays, mesh),
+                                                          root_key)
+                        loss_sum, count = float(fetch(loss_sum)), float(fetch(count))
                         steps_done += spec.steps_per_chunk
                         if not math.isfinite(loss_sum):
                             raise TrainingDiverged(
@@ -258,10 +284,10 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None) -> TrainResult:
         reporter.close()
     jax.block_until_ready(state)
     seconds = time.perf_counter() - (t_train or time.perf_counter())
-    params = {k: np.asarray(v) for k, v in state.params.items()}
+    params = {k: fetch(v) for k, v in state.params.items()}
     result = TrainResult(vocab, params, cfg, seconds, 0.0, corpus.raw_tokens, progress.words,
                          progress.loss_sum / max(progress.loss_count, 1.0), epoch_losses)
-    if run.out:
+    if run.out and writer:
         write_outputs(result)
     result.total_seconds = time.perf_counter() - t_start
     return result

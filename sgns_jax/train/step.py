@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import optax
 
 from sgns_jax.losses.base import Lookup, OutputLayer, gather_rows
+from sgns_jax.train.parallel import DATA_AXIS
 
 Array = jax.Array
 Params = dict[str, Array]
@@ -56,17 +57,25 @@ def init_state(params: Params, transform: optax.GradientTransformation, path: st
     return TrainState(params, opt_state, jnp.zeros((), jnp.int32))
 
 
-def _row_grads(layer: OutputLayer, params: Params, batch: Mapping[str, Array], key: Array
-               ) -> tuple[dict[str, Lookup], dict[str, Array], Array, Array]:
-    lookups = layer.lookups(batch, key)
-    rows = gather_rows(params, lookups)
+def step_noise(layer: OutputLayer, key: Array, local_rows: int, axis_name: str | None) -> Array | None:
+    """The step's noise for the *global* batch, and this device's part of it.
 
+    Every device draws the same global noise from the same key and keeps its rows, so a
+    data-parallel step sees exactly the noise of the single-device step.
+    """
+    n = 1 if axis_name is None else jax.lax.axis_size(axis_name)
+    noise = layer.sample_noise(key, local_rows * n)
+    if noise is None or n == 1 or not layer.noise_per_row:
+        return noise
+    start = jax.lax.axis_index(axis_name) * local_rows
+    return jax.lax.dynamic_slice_in_dim(noise, start, local_rows, axis=0)
+
+
+def _total_loss(layer, lookups, batch):
     def total(rows):
         losses, weights = layer.example_losses(rows, lookups, batch)
         return jnp.sum(losses * weights), jnp.sum(weights)
-
-    (loss_sum, count), grads = jax.value_and_grad(total, has_aux=True)(rows)
-    return lookups, grads, loss_sum, count
+    return total
 
 
 def _group_by_table(lookups, grads, params):
@@ -107,61 +116,98 @@ def _lazy_update(transform, table, table_state, ids, grads, lr):
 
 def train_step(state: TrainState, batch: Mapping[str, Array], key: Array, lr: Array, *,
                layer: OutputLayer, transform: optax.GradientTransformation, path: str = "sparse",
-               stateless: bool = True) -> tuple[TrainState, Array, Array]:
+               stateless: bool = True, axis_name: str | None = None
+               ) -> tuple[TrainState, Array, Array]:
     """One update. Returns the new state, the batch's loss sum and its example count.
 
     ``transform`` scales gradients without the learning rate (``optax.identity()`` for SGD,
     ``optax.scale_by_adam()``, ...); ``lr`` is applied here, from the word-driven schedule.
     ``stateless`` marks transforms whose update is linear and stateless (SGD), for which the
     sparse path scatter-adds the raw row gradients, duplicates included — exact SGD.
+
+    With ``axis_name`` (inside ``shard_map`` over a data axis, ``check_vma=False``), ``batch`` is
+    this device's shard: the sparse path all-gathers (ids, row gradients) — traffic proportional
+    to the batch — and every replica applies the same scatter-add; dense gradients are summed
+    with ``psum``. Gradients here are local sums, never pre-reduced, so nothing is counted twice.
     """
     params = state.params
-    if path == "dense":
-        def total(p):
-            _, aux = layer.loss(p, batch, key)
-            return aux["sum"], aux["count"]
+    noise = step_noise(layer, key, layer.batch_rows(batch), axis_name)
+    lookups = layer.lookups(batch, noise)
+    total = _total_loss(layer, lookups, batch)
 
-        (loss_sum, count), grads = jax.value_and_grad(total, has_aux=True)(params)
+    def reduce(x):
+        return x if axis_name is None else jax.lax.psum(x, axis_name)
+
+    if path == "dense":
+        (loss_sum, count), grads = jax.value_and_grad(
+            lambda p: total(gather_rows(p, lookups)), has_aux=True)(params)
+        grads = jax.tree.map(reduce, grads)
         updates, opt_state = transform.update(grads, state.opt_state, params)
         params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
-        return TrainState(params, opt_state, state.step + 1), loss_sum, count
+        return TrainState(params, opt_state, state.step + 1), reduce(loss_sum), reduce(count)
 
-    lookups, grads, loss_sum, count = _row_grads(layer, params, batch, key)
+    (loss_sum, count), grads = jax.value_and_grad(total, has_aux=True)(gather_rows(params, lookups))
     sparse, dense = _group_by_table(lookups, grads, params)
     new_params, new_opt = dict(params), dict(state.opt_state)
     for table, g in dense.items():
+        g = reduce(g)
         updates, new_opt[table] = transform.update(g, state.opt_state[table], params[table])
         new_params[table] = new_params[table] - lr * updates
     for table, (ids, g) in sparse.items():
+        if axis_name is not None:
+            ids = jax.lax.all_gather(ids, axis_name, tiled=True)
+            g = jax.lax.all_gather(g, axis_name, tiled=True)
         if stateless:
             new_params[table] = new_params[table].at[ids].add(-lr * g)
         else:
             new_params[table], new_opt[table] = _lazy_update(
                 transform, new_params[table], new_opt[table], ids, g, lr)
-    return TrainState(new_params, new_opt, state.step + 1), loss_sum, count
+    return TrainState(new_params, new_opt, state.step + 1), reduce(loss_sum), reduce(count)
 
 
 def make_train_chunk(layer: OutputLayer, transform: optax.GradientTransformation,
                      schedule: Callable[[Array], Array], *, path: str = "sparse",
-                     stateless: bool = True) -> Callable:
-    """``chunk(state, arrays, root_key) -> (state, loss_sum, count)``, jitted, state donated.
+                     stateless: bool = True, mesh: jax.sharding.Mesh | None = None) -> Callable:
+    """``chunk(state, arrays, root_key_data) -> (state, loss_sum, count)``, jitted, state donated.
+
+    ``root_key_data`` is ``jax.random.key_data(root_key)`` (plain uint32, so it can be placed
+    on a multi-process mesh like any array).
 
     ``arrays`` holds ``[T, ...]`` batches plus ``words`` [T] (words read before each step),
-    from which ``schedule`` gives each step's learning rate.
+    from which ``schedule`` gives each step's learning rate. With a ``mesh`` of more than one
+    device the batches are split over its ``data`` axis (axis 1 of every batch array) with
+    ``jax.shard_map``; the state stays replicated.
     """
+    axis_name = DATA_AXIS if mesh is not None and mesh.size > 1 else None
 
-    def chunk(state: TrainState, arrays: Mapping[str, Array], root_key: Array):
+    def chunk(state: TrainState, arrays: Mapping[str, Array], root_key_data: Array):
+        root_key = jax.random.wrap_key_data(root_key_data)
+
         def body(carry, xs):
             state, loss_acc, count_acc = carry
             batch = {k: v for k, v in xs.items() if k != "words"}
             key = jax.random.fold_in(root_key, state.step)
             state, loss_sum, count = train_step(state, batch, key, schedule(xs["words"]),
                                                 layer=layer, transform=transform, path=path,
-                                                stateless=stateless)
+                                                stateless=stateless, axis_name=axis_name)
             return (state, loss_acc + loss_sum, count_acc + count), None
 
         zero = jnp.zeros((), jnp.float32)
         (state, loss_sum, count), _ = jax.lax.scan(body, (state, zero, zero), arrays)
         return state, loss_sum, count
 
-    return jax.jit(chunk, donate_argnums=(0,))
+    if axis_name is None:
+        return jax.jit(chunk, donate_argnums=(0,))
+
+    P = jax.sharding.PartitionSpec
+
+    def sharded(state, arrays, root_key):
+        specs = {k: P() if k == "words" else P(None, DATA_AXIS) for k in arrays}
+        # check_vma=False: gradients of replicated values come back as local (unsummed)
+        # contributions, and train_step reduces each exactly once.
+        f = jax.shard_map(chunk, mesh=mesh, in_specs=(P(), specs, P()), out_specs=(P(), P(), P()),
+                          check_vma=False)
+        return f(state, arrays, root_key)
+
+    return jax.jit(sharded, donate_argnums=(0,))
+

@@ -1,0 +1,80 @@
+"""Data parallelism on 8 simulated CPU devices (each check runs in its own process, since the
+device count is fixed when JAX starts)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+CHECKS = HERE / "multidevice_checks.py"
+
+
+def run_check(*args, devices=8, timeout=600):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               JAX_PLATFORMS="cpu", PYTHONPATH=str(HERE.parent))
+    r = subprocess.run([sys.executable, str(CHECKS), *map(str, args)], capture_output=True,
+                       text=True, timeout=timeout, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    line = [l for l in r.stdout.splitlines() if l.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+def test_one_step_on_2_4_8_devices_equals_one_device():
+    results = run_check("one_step")
+    assert len(results) == 14  # 7 output layers / modes × sparse and dense
+    for name, r in results.items():
+        assert r["moved"] > 1e-3, name           # the step did change the parameters
+        assert r["max_diff"] <= 1e-6, (name, r)  # an N-times-scaled gradient would fail this
+
+
+def test_training_on_4_devices_follows_the_1_device_loss_curve():
+    curves = run_check("loss_curve")
+    one, four = curves["1"], curves["4"]
+    assert len(one) == len(four) == 4
+    for a, b in zip(one, four):
+        assert abs(a - b) <= 1e-5 * abs(a)  # stated tolerance: relative 1e-5 per epoch
+
+
+def test_sparse_step_has_no_table_sized_all_reduce():
+    r = run_check("hlo")
+    assert r["ns-sparse"]["table_all_reduces"] == 0 and r["ns-sparse"]["all_gathers"] > 0
+    assert r["hs-sparse"]["table_all_reduces"] == 0
+    assert r["ns-dense"]["table_all_reduces"] > 0  # the check does see them where they are
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_with_jax_distributed_match_one_process_with_4_devices(tmp_path):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu", PYTHONPATH=str(HERE.parent))
+    corpus = tmp_path / "tiny.txt"
+    subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(HERE)!r}); "
+                    f"from multidevice_checks import tiny_corpus; tiny_corpus({str(tmp_path)!r})"],
+                   check=True, env=env, timeout=120)
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, str(CHECKS), "distributed", str(corpus), str(i),
+                               str(port), str(tmp_path / f"v{i}.txt")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+        result = json.loads([l for l in out.splitlines() if l.startswith("RESULT ")][-1][7:])
+        assert result == {**result, "devices": 4, "processes": 2}
+    single = run_check("single4", corpus, tmp_path / "single.txt", devices=4)
+    assert single["devices"] == 4
+    assert (tmp_path / "v0.txt").read_bytes() == (tmp_path / "single.txt").read_bytes()
+    assert not (tmp_path / "v1.txt").exists()  # only process 0 writes
