@@ -57,6 +57,27 @@ class Corpus:
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
+    def select_sentences(self, keep: np.ndarray) -> "Corpus":
+        """A corpus (same vocabulary) of the sentences where ``keep`` (bool [S]) is True, in
+        order; ``raw_tokens`` is scaled by the share of tokens kept."""
+        bounds = np.append(self.sentence_starts, len(self))
+        lengths = np.diff(bounds)[keep]
+        pieces = [np.asarray(self.ids[a:b]) for a, b in zip(bounds[:-1][keep], bounds[1:][keep])]
+        ids = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        raw = int(round(self.raw_tokens * ids.size / max(len(self), 1)))
+        return Corpus(self.vocab, ids, starts, raw)
+
+    def split_heldout(self, fraction: float) -> tuple["Corpus", "Corpus"]:
+        """(train, held-out): every ``round(1/fraction)``-th sentence is held out."""
+        every = max(2, int(round(1 / fraction)))
+        held = np.arange(len(self.sentence_starts)) % every == every - 1
+        return self.select_sentences(~held), self.select_sentences(held)
+
+    def head(self, tokens: int) -> "Corpus":
+        """The first sentences holding at most about ``tokens`` tokens."""
+        return self.select_sentences(self.sentence_starts < tokens)
+
     def sentence_ids(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Sentence index (int64) of each token in ``ids[start:stop]``."""
         stop = len(self) if stop is None else stop

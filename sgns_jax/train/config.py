@@ -72,6 +72,7 @@ class RunConfig:
     resume: bool = False
     metrics: str | None = None
     quiet: bool = False
+    max_seconds: float | None = None    # training-time budget; stop after the chunk that ends it
     devices: int | None = None          # data-parallel devices; None: all
     coordinator: str | None = None      # host:port of process 0, to join a jax.distributed run
     num_processes: int = 1

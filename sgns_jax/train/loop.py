@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -61,6 +61,8 @@ class TrainResult:
     corpus_tokens: int        # raw tokens of the corpus (one epoch)
     words: int                # in-vocabulary words read over all epochs
     mean_loss: float
+    epoch_words: int = 0      # in-vocabulary words per epoch
+    examples: int = 0         # unmasked examples trained on (pairs, or centres for windows)
     epoch_losses: list[float] = field(default_factory=list)
 
     @property
@@ -69,8 +71,9 @@ class TrainResult:
 
     @property
     def words_per_second(self) -> float:
-        """Corpus tokens × epochs / training seconds (the benchmark's definition)."""
-        return self.corpus_tokens * self.config.run.epochs / max(self.seconds, 1e-9)
+        """Corpus tokens read / training seconds (corpus tokens × epochs for a full run)."""
+        read = self.corpus_tokens * self.words / max(self.epoch_words, 1)
+        return read / max(self.seconds, 1e-9)
 
 
 def make_transform(name: str) -> tuple[optax.GradientTransformation, bool]:
@@ -172,8 +175,24 @@ class _Reporter:
             self.metrics.close()
 
 
-def train(cfg: TrainConfig, corpus: Corpus | None = None) -> TrainResult:
-    """Train word vectors as ``cfg`` says; write outputs if ``cfg.run.out`` is set."""
+@dataclass
+class ChunkEvent:
+    """What a ``train(callback=...)`` sees after each chunk."""
+
+    words: int            # words read so far
+    seconds: float        # training seconds so far (callback time excluded)
+    epoch: int
+    loss: float           # running mean loss
+    params: Any           # the current tables (device arrays; copy what you keep)
+
+
+def train(cfg: TrainConfig, corpus: Corpus | None = None,
+          callback: Callable[[ChunkEvent], None] | None = None) -> TrainResult:
+    """Train word vectors as ``cfg`` says; write outputs if ``cfg.run.out`` is set.
+
+    ``callback`` runs on the host after every chunk (for periodic evaluation); its time is not
+    counted as training time. ``cfg.run.max_seconds`` stops training once the budget is spent.
+    """
     t_start = time.perf_counter()
     run = cfg.run
     start_distributed(cfg)
@@ -228,6 +247,8 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None) -> TrainResult:
     last_ckpt = str(checkpoint_path(ckpt_dir)) if ckpt_dir and run.resume and progress.words else None
     epoch_losses: list[float] = []
     t_train = None
+    paused = 0.0  # callback time, not training time
+    budget_spent = False
     steps_done = int(state.step)
     last_save = time.monotonic()
     try:
@@ -259,6 +280,14 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None) -> TrainResult:
                         lr = float(schedule(chunk.words_end))
                         mean = progress.loss_sum / max(progress.loss_count, 1.0)
                         reporter.update(progress.words, lr, mean)
+                        train_s = time.perf_counter() - t_train - paused
+                        if callback is not None:
+                            t_cb = time.perf_counter()
+                            callback(ChunkEvent(progress.words, train_s, epoch, mean, state.params))
+                            paused += time.perf_counter() - t_cb
+                        if run.max_seconds is not None and train_s >= run.max_seconds:
+                            budget_spent = True
+                            break
                         if interrupted.is_set():
                             saved = checkpoint()
                             raise TrainingInterrupted(
@@ -270,6 +299,11 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None) -> TrainResult:
                             last_save = time.monotonic()
                 finally:
                     chunks.close()
+                if budget_spent:
+                    reporter.log(f"time budget of {run.max_seconds} s spent after "
+                                 f"{progress.words:,} of {total_words:,} words")
+                    epoch_losses.append(epoch_loss[0] / max(epoch_loss[1], 1.0))
+                    break
                 progress.epoch, progress.chunk = epoch + 1, 0
                 epoch_losses.append(epoch_loss[0] / max(epoch_loss[1], 1.0))
                 elapsed = time.perf_counter() - (t_train or time.perf_counter())
@@ -283,10 +317,12 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None) -> TrainResult:
     finally:
         reporter.close()
     jax.block_until_ready(state)
-    seconds = time.perf_counter() - (t_train or time.perf_counter())
+    seconds = time.perf_counter() - (t_train or time.perf_counter()) - paused
     params = {k: fetch(v) for k, v in state.params.items()}
     result = TrainResult(vocab, params, cfg, seconds, 0.0, corpus.raw_tokens, progress.words,
-                         progress.loss_sum / max(progress.loss_count, 1.0), epoch_losses)
+                         progress.loss_sum / max(progress.loss_count, 1.0), len(corpus),
+                         int(progress.loss_count),
+                         epoch_losses)
     if run.out and writer:
         write_outputs(result)
     result.total_seconds = time.perf_counter() - t_start

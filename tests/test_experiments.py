@@ -1,0 +1,37 @@
+"""The comparison experiment's quick mode end to end (a smoke test of the whole pipeline)."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_compare_losses_quick_writes_a_complete_report(tmp_path):
+    out = tmp_path / "cl"
+    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "compare_losses.py"), "--quick",
+                        "--out", str(out)], capture_output=True, text=True, timeout=600,
+                       cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    strategies = {"full", "hs", "ns5", "ns15", "nce", "sampled"}
+    records = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
+    finals = [x for x in records if x["kind"] == "final"]
+    assert {x["strategy"] for x in finals} == strategies
+    for x in finals:
+        for key in ("heldout", "analogy", "wordsim353", "simlex999", "words_per_s", "pairs_per_s", "seconds"):
+            assert math.isfinite(x[key]), (x["strategy"], key)
+        # Better than the uniform distribution on held-out text: it learned something.
+        assert x["heldout"] < math.log(x["vocab_size"]) + 1.5
+    report = (out / "report.md").read_text()
+    for s in strategies:
+        assert f"| {s} |" in report
+    assert "Mikolov" in report and "Chen, Grangier & Auli" in report
+    for png in ("heldout_vs_time.png", "analogy_vs_time.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # A rerun skips the finished cells.
+    r2 = subprocess.run([sys.executable, str(ROOT / "experiments" / "compare_losses.py"), "--quick",
+                         "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r2.returncode == 0 and "heldout" not in r2.stdout.replace("report", "")
+    assert len((out / "results.jsonl").read_text().splitlines()) == len(records)
