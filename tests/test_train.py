@@ -210,3 +210,36 @@ def test_cli_bad_flags(corpus_file, args, code, message):
     r = run_cli("train", str(corpus_file), "--min-count", "1", "--cache-dir", "", *args)
     assert r.returncode == code
     assert message in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("loss, mode", [("ns", "pair"), ("ns", "window"), ("ns", "batch"), ("hs", "pair")])
+def test_sparse_step_makes_no_full_table_copy(loss, mode):
+    """One scatter-add per table per step: the compiled chunk holds no copy of a whole table
+    (two chained scatters into one donated table make XLA insert one)."""
+    import re
+
+    from sgns_jax.train.loop import make_schedule
+
+    v, d = 3000, 16
+    counts = np.arange(v, 0, -1)
+    cfg = TrainConfig().replace(loss={"name": loss, "negative_mode": mode}, model={"dim": d})
+    layer = build_layer(cfg, counts)
+    transform, stateless = make_transform("sgd")
+    fn = loop_mod.make_train_chunk(layer, transform, make_schedule(cfg, 10**6), stateless=stateless)
+    state = init_state(init_params(layer, v, d, jax.random.key(0)), transform, "sparse")
+    rng = np.random.default_rng(0)
+    t, b = 4, 64
+    if layer.layout == "pairs":
+        arrays = {"input": rng.integers(0, v, (t, b)), "output": rng.integers(0, v, (t, b)),
+                  "mask": np.ones((t, b), np.float32)}
+    else:
+        arrays = {"centre": rng.integers(0, v, (t, b)), "context": rng.integers(0, v, (t, b, 10)),
+                  "mask": np.ones((t, b, 10), np.float32)}
+    arrays = {k: x.astype(np.int32) if x.dtype.kind == "i" else x for k, x in arrays.items()}
+    arrays["words"] = np.zeros(t, np.float32)
+    text = fn.lower(state, arrays, jax.random.key_data(jax.random.key(0))).compile().as_text()
+    table_shapes = {f"f32[{n},{d}]" for n in layer.table_rows(v).values()}
+    copies = [line for line in text.splitlines()
+              if re.search(r"= f32\[\d+,\d+\]\{[^}]*\} copy\(", line)
+              and any(s in line.split("=")[1][:30] for s in table_shapes)]
+    assert not copies, copies[:3]

@@ -19,12 +19,38 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Mapping
 
+import jax
 import jax.numpy as jnp
 
 from sgns_jax.losses.base import Array, Batch, Lookup, OutputLayer, log_sigmoid
 from sgns_jax.losses.sampler import AliasSampler
 
 NegativeMode = Literal["pair", "window", "batch"]
+
+
+@jax.custom_vjp
+def window_logits(x_BxCxD: Array, y_BxKxD: Array) -> Array:
+    """logits[b, c, k] = x[b, c] · y[b, k], with hand-laid-out gradients.
+
+    XLA:CPU runs small batched contractions 4–6× slower when the contracted axis is not the
+    last of both operands; autodiff would contract over K and C (middle axes). The backward
+    pass here transposes first so every contraction runs over the last axis.
+    """
+    return jnp.einsum("bcd,bkd->bck", x_BxCxD, y_BxKxD)
+
+
+def _window_logits_fwd(x, y):
+    return window_logits(x, y), (x, y)
+
+
+def _window_logits_bwd(res, g_BxCxK):
+    x_BxCxD, y_BxKxD = res
+    dx = jnp.einsum("bck,bdk->bcd", g_BxCxK, jnp.swapaxes(y_BxKxD, 1, 2))
+    dy = jnp.einsum("bkc,bdc->bkd", jnp.swapaxes(g_BxCxK, 1, 2), jnp.swapaxes(x_BxCxD, 1, 2))
+    return dx, dy
+
+
+window_logits.defvjp(_window_logits_fwd, _window_logits_bwd)
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,7 +99,7 @@ class NegativeSampling(OutputLayer):
         if self.mode == "window":
             # Inputs: the contexts [B, C, D]; outputs: centre + K negatives [B, 1+K, D].
             ids_BxK1 = lookups["out"].ids
-            logits_BxCxK1 = jnp.einsum("bcd,bkd->bck", rows["input"], rows["out"])
+            logits_BxCxK1 = window_logits(rows["input"], rows["out"])
             skip_BxK = ids_BxK1[:, 1:] == ids_BxK1[:, :1]
             neg_BxC = jnp.sum(jnp.where(skip_BxK[:, None, :], 0.0,
                                         log_sigmoid(-logits_BxCxK1[..., 1:])), -1)

@@ -1,0 +1,128 @@
+"""sgns_jax against gensim on the same corpus file and settings, run alternately.
+
+    python experiments/bench_vs_gensim.py [--corpus FILE] [--epochs 1,5] [--out results/bench.json]
+
+Settings for both: skip-gram, dim 100, window 5, negative 5, sample 1e-4, min_count 5, learning
+rate 0.025 decayed linearly, gensim with workers=2. Each run is its own process, started
+alternately (gensim, then each sgns_jax mode) so the ratios hold on a noisy machine. Per run:
+end-to-end seconds (process start → vectors on disk: imports, JAX start-up, corpus scan and
+compilation included), training words/s (corpus tokens × epochs / training seconds), peak RSS,
+analogy accuracy (semantic / syntactic / all, coverage), WordSim-353 ρ, SimLex-999 ρ. Every NS
+sampling mode is measured, and hierarchical softmax against gensim's ``hs=1, negative=0``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+T0 = time.perf_counter()  # the child's start, before the heavy imports
+
+SETTINGS = dict(dim=100, window=5, negative=5, sample=1e-4, min_count=5, alpha=0.025)
+
+
+def child(args) -> dict:
+    from sgns_jax.evaluation.benchmarks import evaluate_all
+    from sgns_jax.evaluation.embeddings import Embeddings
+
+    out = os.path.join(args.tmp, f"{args.side}-{args.mode}-{args.epochs}.txt")
+    if args.side == "gensim":
+        from gensim.models import Word2Vec
+        from gensim.models.word2vec import LineSentence
+
+        hs = args.mode == "hs"
+        t = time.perf_counter()
+        model = Word2Vec(LineSentence(args.corpus), sg=1, vector_size=SETTINGS["dim"],
+                         window=SETTINGS["window"], negative=0 if hs else SETTINGS["negative"],
+                         hs=int(hs), sample=SETTINGS["sample"], min_count=SETTINGS["min_count"],
+                         alpha=SETTINGS["alpha"], epochs=args.epochs, workers=2, seed=1)
+        train_s = time.perf_counter() - t  # gensim's build_vocab + train
+        model.wv.save_word2vec_format(out)
+        tokens = model.corpus_total_words
+    else:
+        from sgns_jax.train.config import TrainConfig
+        from sgns_jax.train.loop import train
+
+        loss = {"name": "hs"} if args.mode == "hs" else {"name": "ns", "negative_mode": args.mode,
+                                                          "negative": SETTINGS["negative"]}
+        cfg = TrainConfig().replace(
+            data={"corpus": args.corpus, "min_count": SETTINGS["min_count"], "window": SETTINGS["window"],
+                  "sample": SETTINGS["sample"], "cache_dir": ""},
+            model={"dim": SETTINGS["dim"]}, loss=loss, optim={"learning_rate": SETTINGS["alpha"]},
+            run={"epochs": args.epochs, "out": out, "quiet": True})
+        result = train(cfg)
+        train_s = result.seconds
+        tokens = result.corpus_tokens
+    e2e = time.perf_counter() - T0
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    scores = evaluate_all(Embeddings.load(out))
+    return {"side": args.side, "mode": args.mode, "epochs": args.epochs, "e2e_s": e2e,
+            "train_s": train_s, "words_per_s": tokens * args.epochs / train_s, "rss_mb": rss_mb,
+            "analogy": scores["analogy"], "wordsim353": scores["wordsim353"]["spearman"],
+            "simlex999": scores["simlex999"]["spearman"]}
+
+
+RUNS = [("gensim", "ns"), ("sgns_jax", "pair"), ("sgns_jax", "window"), ("sgns_jax", "batch"),
+        ("gensim", "hs"), ("sgns_jax", "hs")]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--corpus")
+    p.add_argument("--epochs", default="1,5")
+    p.add_argument("--out", help="write all measurements here as JSON")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--side", help=argparse.SUPPRESS)
+    p.add_argument("--mode", help=argparse.SUPPRESS)
+    p.add_argument("--tmp", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        args.epochs = int(args.epochs)
+        print("RESULT " + json.dumps(child(args)))
+        return
+    if not args.corpus:
+        from sgns_jax.evaluation.benchmarks import bundled
+        args.corpus = str(bundled("wiki.txt.gz"))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for epochs in map(int, args.epochs.split(",")):
+            for side, mode in RUNS:
+                cmd = [sys.executable, __file__, "--child", "--side", side, "--mode", mode,
+                       "--epochs", str(epochs), "--corpus", args.corpus, "--tmp", tmp]
+                r = subprocess.run(cmd, capture_output=True, text=True)
+                if r.returncode != 0:
+                    sys.exit(f"{side} {mode} failed:\n{r.stderr[-2000:]}")
+                rows.append(json.loads([l for l in r.stdout.splitlines() if l.startswith("RESULT ")][-1][7:]))
+                print_row(rows[-1], rows)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+def print_row(r: dict, rows: list[dict]) -> None:
+    if len(rows) == 1:
+        print(f"{'run':<22} {'ep':>2} {'e2e s':>6} {'train w/s':>10} {'RSS MB':>7} {'analogy':>15} "
+              f"{'sem/syn':>11} {'WS353':>6} {'SimLex':>6} | ratios vs gensim: {'w/s':>5} {'e2e':>5} {'RSS':>5}")
+    a = r["analogy"]
+    ref_mode = "hs" if r["mode"] == "hs" else "ns"
+    ref = next((x for x in rows if x["side"] == "gensim" and x["mode"] == ref_mode
+                and x["epochs"] == r["epochs"]), None)
+    ratios = ""
+    if ref is not None and r["side"] != "gensim":
+        ratios = (f" | {r['words_per_s'] / ref['words_per_s']:>21.2f}× {ref['e2e_s'] / r['e2e_s']:>4.2f}× "
+                  f"{r['rss_mb'] / ref['rss_mb']:>4.2f}×  Δanalogy {100 * (a['accuracy'] - ref['analogy']['accuracy']):+.2f} "
+                  f"ΔWS {r['wordsim353'] - ref['wordsim353']:+.3f}")
+    print(f"{r['side'] + ' ' + r['mode']:<22} {r['epochs']:>2} {r['e2e_s']:>6.1f} {r['words_per_s']:>10,.0f} "
+          f"{r['rss_mb']:>7.0f} {100 * a['accuracy']:>6.2f}% ({a['answered']}) "
+          f"{100 * a['semantic']:>5.1f}/{100 * a['syntactic']:<5.1f} {r['wordsim353']:>6.3f} "
+          f"{r['simlex999']:>6.3f}{ratios}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
