@@ -49,12 +49,12 @@ def child(args) -> dict:
         from sgns_jax.train.config import TrainConfig
         from sgns_jax.train.loop import train
 
-        loss = {"name": "hs"} if args.mode == "hs" else {"name": "ns", "negative_mode": args.mode,
-                                                          "negative": SETTINGS["negative"]}
+        loss, optim = MODES[args.mode]
         cfg = TrainConfig().replace(
             data={"corpus": args.corpus, "min_count": SETTINGS["min_count"], "window": SETTINGS["window"],
                   "sample": SETTINGS["sample"], "cache_dir": ""},
-            model={"dim": SETTINGS["dim"]}, loss=loss, optim={"learning_rate": SETTINGS["alpha"]},
+            model={"dim": SETTINGS["dim"]}, loss=loss,
+            optim={"learning_rate": SETTINGS["alpha"], **optim},
             run={"epochs": args.epochs, "out": out, "quiet": True})
         result = train(cfg)
         train_s = result.seconds
@@ -68,8 +68,19 @@ def child(args) -> dict:
             "simlex999": scores["simlex999"]["spearman"]}
 
 
-RUNS = [("gensim", "ns"), ("sgns_jax", "pair"), ("sgns_jax", "window"), ("sgns_jax", "batch"),
-        ("gensim", "hs"), ("sgns_jax", "hs")]
+# sgns_jax modes: (loss overrides, optimizer overrides). "batch" uses S = 16 shared noise words
+# (the speed/quality frontier measured on this machine); "+lr.035" reruns a mode at lr 0.035.
+MODES = {
+    "pair": ({"name": "ns", "negative_mode": "pair", "negative": 5}, {}),
+    "pair+lr.035": ({"name": "ns", "negative_mode": "pair", "negative": 5}, {"learning_rate": 0.035}),
+    "window": ({"name": "ns", "negative_mode": "window", "negative": 5}, {}),
+    "batch": ({"name": "ns", "negative_mode": "batch", "negative": 5, "shared_samples": 16}, {}),
+    "batch+lr.035": ({"name": "ns", "negative_mode": "batch", "negative": 5, "shared_samples": 16},
+                     {"learning_rate": 0.035}),
+    "hs": ({"name": "hs"}, {}),
+}
+RUNS = [("gensim", "ns"), ("sgns_jax", "pair"), ("sgns_jax", "pair+lr.035"), ("sgns_jax", "window"),
+        ("sgns_jax", "batch"), ("sgns_jax", "batch+lr.035"), ("gensim", "hs"), ("sgns_jax", "hs")]
 
 
 def main() -> None:

@@ -37,9 +37,9 @@ def get_config(quick: bool = False) -> dict:
             "nce": {"name": "nce", "negative": 5},
             "sampled": {"name": "sampled", "shared_samples": 64},
         },
-        "seeds": [0],
+        "seeds": [0, 1, 2],
         "epochs": 1,
-        "budget_seconds": 110.0,
+        "budget_seconds": 150.0,
         "eval_points": 5,               # held-out + analogy evaluations during each run
         "dim": 100, "window": 5, "sample": 1e-3,
         "learning_rate": 0.025, "batch_size": 256, "steps_per_chunk": 16,
@@ -48,6 +48,6 @@ def get_config(quick: bool = False) -> dict:
         config.update({
             "max_tokens": 150_000,
             "vocabularies": {"top2k": {"min_count": 3, "max_vocab": 2000}},
-            "heldout_pairs": 3000, "budget_seconds": 4.0, "eval_points": 2, "dim": 32,
+            "heldout_pairs": 3000, "budget_seconds": 4.0, "eval_points": 2, "dim": 32, "seeds": [0],
         })
     return config
