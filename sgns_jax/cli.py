@@ -45,7 +45,8 @@ def _add_corpus_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sgns-jax", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="sgns-jax", description="word2vec in JAX: train, evaluate and compare word vectors.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("vocab", help="count a corpus, print its vocabulary, cache its ids")
