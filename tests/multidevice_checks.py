@@ -119,6 +119,51 @@ def single_process_4(path, out):
     return {"devices": jax.device_count(), "loss": r.mean_loss}
 
 
+def vocab_sharded(path):
+    """One chunk with the tables' rows split over 2, 4, 8 devices vs the unsharded step."""
+    from sgns_jax.train.parallel import pad_rows, shard_rows
+
+    out = {}
+    for loss, mode in [("ns", "pair"), ("ns", "window"), ("ns", "batch"), ("hs", "pair"),
+                       ("nce", "pair"), ("sampled", "pair")]:
+        cfg = config(path, loss={"name": loss, "negative_mode": mode})
+        corpus = encode_corpus(path, min_count=1)
+        layer = build_layer(cfg, corpus.vocab.counts)
+        chunk = next(iter(epoch_chunks(corpus, batch_spec(cfg, layer), 0))).arrays
+        transform, stateless = make_transform("sgd")
+        sched = make_schedule(cfg, len(corpus))
+        params = init_params(layer, len(corpus.vocab), 8, jax.random.key(0))
+        params["w_out"] = params["w_out"] + 0.1 * jax.random.normal(jax.random.key(5), params["w_out"].shape)
+        key = jax.random.key_data(jax.random.key(1))
+        fn = make_train_chunk(layer, transform, sched, stateless=stateless)
+        ref, _, _ = fn(init_state(jax.tree.map(jnp.copy, params), transform, "sparse"), chunk, key)
+        diffs = {}
+        for n in (2, 4, 8):
+            mesh = data_mesh(n)
+            fn = make_train_chunk(layer, transform, sched, stateless=stateless, mesh=mesh,
+                                  shard_vocab=True)
+            padded = pad_rows(jax.tree.map(jnp.copy, params), n)
+            state = init_state(shard_rows(padded, mesh), transform, "sparse")
+            state, _, _ = fn(state, chunk, key)
+            per_device = {k: v.addressable_shards[0].data.shape[0] for k, v in state.params.items()}
+            diffs[n] = max(float(np.abs(np.asarray(state.params[k])[:ref.params[k].shape[0]]
+                                        - np.asarray(ref.params[k])).max()) for k in ref.params)
+            assert all(per_device[k] * n == padded[k].shape[0] for k in per_device)
+        out[f"{loss}-{mode}"] = {"max_diff": max(diffs.values()),
+                                 "moved": float(np.abs(np.asarray(ref.params["w_in"]) - np.asarray(params["w_in"])).max())}
+    return out
+
+
+def vocab_sharded_training(path):
+    """A short run with rows split over 4 devices vs the same run on one device."""
+    a = train(config(path, loss={"name": "ns", "negative_mode": "pair"}, run={"epochs": 2, "quiet": True, "devices": 1}))
+    b = train(config(path, loss={"name": "ns", "negative_mode": "pair"},
+                     run={"epochs": 2, "quiet": True, "devices": 4, "shard_vocab": True}))
+    return {"max_diff": max(float(np.abs(a.params[k] - b.params[k]).max()) for k in a.params),
+            "shapes_equal": all(a.params[k].shape == b.params[k].shape for k in a.params),
+            "losses": [a.epoch_losses, b.epoch_losses]}
+
+
 if __name__ == "__main__":
     check = sys.argv[1]
     with tempfile.TemporaryDirectory() as d:
@@ -128,5 +173,7 @@ if __name__ == "__main__":
         elif check == "single4":
             result = single_process_4(path, sys.argv[3])
         else:
-            result = {"one_step": one_step, "loss_curve": loss_curve, "hlo": hlo}[check](path)
+            result = {"one_step": one_step, "loss_curve": loss_curve, "hlo": hlo,
+                      "vocab_sharded": vocab_sharded,
+                      "vocab_sharded_training": vocab_sharded_training}[check](path)
     print("RESULT " + json.dumps(result))

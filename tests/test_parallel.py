@@ -78,3 +78,17 @@ def test_two_processes_with_jax_distributed_match_one_process_with_4_devices(tmp
     assert single["devices"] == 4
     assert (tmp_path / "v0.txt").read_bytes() == (tmp_path / "single.txt").read_bytes()
     assert not (tmp_path / "v1.txt").exists()  # only process 0 writes
+
+
+def test_vocabulary_sharded_tables_equal_the_unsharded_step():
+    """Model parallelism: rows split over 2, 4, 8 devices, each holding V/N rows."""
+    results = run_check("vocab_sharded")
+    assert len(results) == 6
+    for name, r in results.items():
+        assert r["moved"] > 1e-3 and r["max_diff"] <= 1e-6, (name, r)
+
+
+def test_vocabulary_sharded_training_run_equals_one_device():
+    r = run_check("vocab_sharded_training")
+    assert r["shapes_equal"] and r["max_diff"] <= 1e-6
+    assert r["losses"][0] == pytest.approx(r["losses"][1], rel=1e-6)

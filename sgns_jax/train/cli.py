@@ -25,7 +25,7 @@ FLAGS = {
     "checkpoint_minutes": ("run", "checkpoint_minutes"), "resume": ("run", "resume"),
     "metrics": ("run", "metrics"), "quiet": ("run", "quiet"), "devices": ("run", "devices"),
     "coordinator": ("run", "coordinator"), "num_processes": ("run", "num_processes"),
-    "process_id": ("run", "process_id"),
+    "process_id": ("run", "process_id"), "shard_vocab": ("run", "shard_vocab"),
 }
 
 
@@ -71,6 +71,8 @@ def register(sub, add_corpus_flags) -> None:
     g.add_argument("--quiet", action="store_true")
     g = p.add_argument_group("devices")
     g.add_argument("--devices", type=int, help="data-parallel devices (default: all)")
+    g.add_argument("--shard-vocab", action="store_true",
+                   help="split the tables' rows over the devices (model parallel) instead")
     g.add_argument("--coordinator", help="host:port of process 0 (jax.distributed)")
     g.add_argument("--num-processes", type=int)
     g.add_argument("--process-id", type=int)

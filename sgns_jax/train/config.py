@@ -74,6 +74,7 @@ class RunConfig:
     quiet: bool = False
     max_seconds: float | None = None    # training-time budget; stop after the chunk that ends it
     devices: int | None = None          # data-parallel devices; None: all
+    shard_vocab: bool = False           # split the tables' rows over the devices instead
     coordinator: str | None = None      # host:port of process 0, to join a jax.distributed run
     num_processes: int = 1
     process_id: int = 0
@@ -182,6 +183,9 @@ def validate(cfg: TrainConfig) -> None:
         (r.epochs >= 1, f"epochs must be >= 1, got {r.epochs}"),
         (r.checkpoint_minutes > 0, "checkpoint_minutes must be > 0"),
         (r.devices is None or r.devices >= 1, f"devices must be >= 1, got {r.devices}"),
+        (not r.shard_vocab or (o.optimizer == "sgd" and o.update == "sparse" and l.name != "full"),
+         "shard_vocab needs optimizer sgd, the sparse update and a sampled or tree loss (not full)"),
+        (not (r.shard_vocab and r.coordinator), "shard_vocab runs in one process"),
         (0 <= r.process_id < max(r.num_processes, 1), "process_id must be in [0, num_processes)"),
     ]
     for ok, message in checks:

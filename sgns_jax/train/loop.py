@@ -30,8 +30,8 @@ from sgns_jax.io_utils import atomic_open, atomic_write, check_writable
 from sgns_jax.losses import OutputLayer, make_output_layer
 from sgns_jax.train.checkpoint import Progress, checkpoint_path, load_checkpoint, save_checkpoint
 from sgns_jax.train.config import TrainConfig, default_batch_size
-from sgns_jax.train.parallel import (check_batch_divisible, data_mesh, fetch, replicate,
-                                     shard_chunk)
+from sgns_jax.train.parallel import (check_batch_divisible, data_mesh, fetch, pad_rows,
+                                     replicate, shard_chunk, shard_rows)
 from sgns_jax.train.step import TrainState, init_params, init_state, make_train_chunk
 
 _DISTRIBUTED_STARTED = False
@@ -213,14 +213,17 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None,
     schedule = make_schedule(cfg, total_words)
     devices = run.devices or jax.device_count()
     mesh = data_mesh(devices) if devices > 1 else None
-    if mesh is not None:
+    if mesh is not None and not run.shard_vocab:
         check_batch_divisible(spec.batch_size, devices)
     init_key, root_key = jax.random.split(jax.random.key(run.seed))
     root_key = replicate(jax.random.key_data(root_key), mesh)
     params = init_params(layer, len(vocab), cfg.model.dim, init_key)
+    shard_vocab = run.shard_vocab and mesh is not None
+    if shard_vocab:
+        params = pad_rows(params, devices)
     state = init_state(params, transform, cfg.optim.update)
     chunk_fn = make_train_chunk(layer, transform, schedule, path=cfg.optim.update,
-                                stateless=stateless, mesh=mesh)
+                                stateless=stateless, mesh=mesh, shard_vocab=shard_vocab)
 
     progress = Progress()
     ckpt_dir = run.checkpoint_dir
@@ -228,7 +231,12 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None,
         if checkpoint_path(ckpt_dir).exists():
             state, progress, _ = load_checkpoint(ckpt_dir, state)
         # else: nothing saved yet, start from the beginning
-    state = replicate(state, mesh)
+    if shard_vocab:  # rows split over the devices; batches go to every device whole
+        state = state._replace(params=shard_rows(state.params, mesh))
+        place = lambda arrays: dict(arrays)
+    else:
+        state = replicate(state, mesh)
+        place = lambda arrays: shard_chunk(arrays, mesh)
     reporter = _Reporter(cfg, total_words, progress.words)
     if not run.quiet:
         reporter.log(f"config: {json.dumps(cfg.to_dict(), separators=(',', ':'))}")
@@ -263,8 +271,7 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None,
                         if t_train is None:
                             t_train = time.perf_counter()
                         step_before = steps_done
-                        state, loss_sum, count = chunk_fn(state, shard_chunk(chunk.arrays, mesh),
-                                                          root_key)
+                        state, loss_sum, count = chunk_fn(state, place(chunk.arrays), root_key)
                         loss_sum, count = float(fetch(loss_sum)), float(fetch(count))
                         steps_done += spec.steps_per_chunk
                         if not math.isfinite(loss_sum):
@@ -318,7 +325,8 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None,
         reporter.close()
     jax.block_until_ready(state)
     seconds = time.perf_counter() - (t_train or time.perf_counter()) - paused
-    params = {k: fetch(v) for k, v in state.params.items()}
+    rows = layer.table_rows(len(vocab))
+    params = {k: fetch(v)[:rows[k]] for k, v in state.params.items()}
     result = TrainResult(vocab, params, cfg, seconds, 0.0, corpus.raw_tokens, progress.words,
                          progress.loss_sum / max(progress.loss_count, 1.0), len(corpus),
                          int(progress.loss_count),

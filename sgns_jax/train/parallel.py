@@ -73,6 +73,18 @@ def fetch(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def pad_rows(params: dict, devices: int) -> dict:
+    """Zero rows appended so every table splits evenly over ``devices`` (never looked up)."""
+    import jax.numpy as jnp
+
+    return {k: jnp.pad(v, ((0, -v.shape[0] % devices), (0, 0))) for k, v in params.items()}
+
+
+def shard_rows(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+    """Place [rows, D] tables split by rows over the mesh (single process)."""
+    return jax.device_put(tree, _sharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS)))
+
+
 def check_batch_divisible(batch_size: int, devices: int) -> None:
     if batch_size % devices:
         raise ConfigError(f"batch_size {batch_size} is not divisible by the {devices} devices")

@@ -114,6 +114,43 @@ def _lazy_update(transform, table, table_state, ids, grads, lr):
     return table.at[uids].add(-lr * updates, mode="drop"), new_state
 
 
+def sharded_gather(params: Params, lookups: Mapping[str, Lookup], axis: str) -> dict[str, Array]:
+    """Rows of vocabulary-sharded tables: each device holds rows [i·n, (i+1)·n) of every table,
+    looks up the ids it owns (zeros elsewhere), and a ``psum`` hands every device the full rows
+    (traffic ∝ the rows looked up, not V·D)."""
+    out = {}
+    for role, look in lookups.items():
+        table = params[look.table]
+        n = table.shape[0]
+        local = look.ids - jax.lax.axis_index(axis) * n
+        owned = (local >= 0) & (local < n)
+        rows = jnp.take(table, jnp.clip(local, 0, n - 1), axis=0)
+        out[role] = jax.lax.psum(jnp.where(owned[..., None], rows, 0.0), axis)
+    return out
+
+
+def vocab_sharded_step(state: TrainState, batch: Mapping[str, Array], key: Array, lr: Array, *,
+                       layer: OutputLayer, axis_name: str) -> tuple[TrainState, Array, Array]:
+    """SGD step with the tables' rows partitioned over ``axis_name`` (model parallelism).
+
+    Every device sees the whole batch and the same noise, computes the same row gradients from
+    the psum-gathered rows, and scatter-adds those of the rows it owns into its shard (ids it
+    does not own fall out of range and are dropped). Memory per device: V·D / devices.
+    """
+    noise = layer.sample_noise(key, layer.batch_rows(batch))
+    lookups = layer.lookups(batch, noise)
+    (loss_sum, count), grads = jax.value_and_grad(_total_loss(layer, lookups, batch), has_aux=True)(
+        sharded_gather(state.params, lookups, axis_name))
+    sparse, _ = _group_by_table(lookups, grads, state.params)
+    new_params = dict(state.params)
+    for table, (ids, g) in sparse.items():
+        n = new_params[table].shape[0]
+        local = ids - jax.lax.axis_index(axis_name) * n
+        local = jnp.where((local >= 0) & (local < n), local, n)  # not ours: out of range, dropped
+        new_params[table] = new_params[table].at[local].add(-lr * g, mode="drop")
+    return TrainState(new_params, state.opt_state, state.step + 1), loss_sum, count
+
+
 def train_step(state: TrainState, batch: Mapping[str, Array], key: Array, lr: Array, *,
                layer: OutputLayer, transform: optax.GradientTransformation, path: str = "sparse",
                stateless: bool = True, axis_name: str | None = None
@@ -167,7 +204,8 @@ def train_step(state: TrainState, batch: Mapping[str, Array], key: Array, lr: Ar
 
 def make_train_chunk(layer: OutputLayer, transform: optax.GradientTransformation,
                      schedule: Callable[[Array], Array], *, path: str = "sparse",
-                     stateless: bool = True, mesh: jax.sharding.Mesh | None = None) -> Callable:
+                     stateless: bool = True, mesh: jax.sharding.Mesh | None = None,
+                     shard_vocab: bool = False) -> Callable:
     """``chunk(state, arrays, root_key_data) -> (state, loss_sum, count)``, jitted, state donated.
 
     ``root_key_data`` is ``jax.random.key_data(root_key)`` (plain uint32, so it can be placed
@@ -176,9 +214,11 @@ def make_train_chunk(layer: OutputLayer, transform: optax.GradientTransformation
     ``arrays`` holds ``[T, ...]`` batches plus ``words`` [T] (words read before each step),
     from which ``schedule`` gives each step's learning rate. With a ``mesh`` of more than one
     device the batches are split over its ``data`` axis (axis 1 of every batch array) with
-    ``jax.shard_map``; the state stays replicated.
+    ``jax.shard_map``; the state stays replicated. With ``shard_vocab`` the tables' rows are
+    split over the mesh instead and every device sees the whole batch (SGD on the sparse path
+    only; each table needs a multiple of the device count rows, see ``pad_rows``).
     """
-    axis_name = DATA_AXIS if mesh is not None and mesh.size > 1 else None
+    axis_name = DATA_AXIS if mesh is not None and mesh.size > 1 and not shard_vocab else None
 
     def chunk(state: TrainState, arrays: Mapping[str, Array], root_key_data: Array):
         root_key = jax.random.wrap_key_data(root_key_data)
@@ -187,19 +227,35 @@ def make_train_chunk(layer: OutputLayer, transform: optax.GradientTransformation
             state, loss_acc, count_acc = carry
             batch = {k: v for k, v in xs.items() if k != "words"}
             key = jax.random.fold_in(root_key, state.step)
-            state, loss_sum, count = train_step(state, batch, key, schedule(xs["words"]),
-                                                layer=layer, transform=transform, path=path,
-                                                stateless=stateless, axis_name=axis_name)
+            if shard_vocab:
+                state, loss_sum, count = vocab_sharded_step(
+                    state, batch, key, schedule(xs["words"]), layer=layer, axis_name=DATA_AXIS)
+            else:
+                state, loss_sum, count = train_step(state, batch, key, schedule(xs["words"]),
+                                                    layer=layer, transform=transform, path=path,
+                                                    stateless=stateless, axis_name=axis_name)
             return (state, loss_acc + loss_sum, count_acc + count), None
 
         zero = jnp.zeros((), jnp.float32)
         (state, loss_sum, count), _ = jax.lax.scan(body, (state, zero, zero), arrays)
         return state, loss_sum, count
 
-    if axis_name is None:
+    if shard_vocab and mesh is None:
+        raise ValueError("shard_vocab needs a mesh")
+    if axis_name is None and not shard_vocab:
         return jax.jit(chunk, donate_argnums=(0,))
 
     P = jax.sharding.PartitionSpec
+
+    if shard_vocab:
+        def vocab_sharded(state, arrays, root_key):
+            state_spec = TrainState({k: P(DATA_AXIS) for k in state.params},
+                                    jax.tree.map(lambda _: P(), state.opt_state), P())
+            f = jax.shard_map(chunk, mesh=mesh, in_specs=(state_spec, P(), P()),
+                              out_specs=(state_spec, P(), P()), check_vma=False)
+            return f(state, arrays, root_key)
+
+        return jax.jit(vocab_sharded, donate_argnums=(0,))
 
     def sharded(state, arrays, root_key):
         specs = {k: P() if k == "words" else P(None, DATA_AXIS) for k in arrays}
