@@ -37,7 +37,7 @@ def make_batch(layer, seed=1):
 
 
 VARIANTS = [
-    ("full", {}), ("full", {"cbow": True}),
+    ("full", {}), ("full", {"cbow": True}), ("full", {"softmax_chunk": 64}),
     ("hs", {}), ("hs", {"cbow": True}),
     ("ns", {"negative_mode": "pair"}), ("ns", {"negative_mode": "window"}),
     ("ns", {"negative_mode": "batch", "shared_samples": 7}), ("ns", {"cbow": True}),
@@ -122,7 +122,7 @@ def test_hs_loss_is_minus_log_leaf_probability():
 def test_gradients_match_finite_differences(name, kw):
     jax.config.update("jax_enable_x64", True)
     try:
-        layer = make_output_layer(name, COUNTS, softmax_chunk=7, **kw)
+        layer = make_output_layer(name, COUNTS, **{"softmax_chunk": 7, **kw})
         params = make_params(layer, jnp.float64)
         batch = make_batch(layer)
         key = jax.random.key(3)
@@ -143,7 +143,7 @@ def test_gradients_match_finite_differences(name, kw):
 
 @pytest.mark.parametrize("name, kw", VARIANTS, ids=IDS)
 def test_loss_is_jittable_vmappable_and_compiles_once(name, kw):
-    layer = make_output_layer(name, COUNTS, softmax_chunk=16, **kw)
+    layer = make_output_layer(name, COUNTS, **{"softmax_chunk": 16, **kw})
     traces = []
 
     def f(p, batch, key):

@@ -32,7 +32,7 @@ def make_output_layer(
     shared_samples: int = 64,
     ns_exponent: float = 0.75,
     cbow: bool = False,
-    softmax_chunk: int = 4096,
+    softmax_chunk: int = 32768,
     remove_accidental_hits: bool = True,
 ) -> OutputLayer:
     """Build the output layer ``name`` ∈ LOSSES for a vocabulary with these counts.

@@ -1,8 +1,10 @@
 """Full softmax: the exact objective −log softmax(W_out · h)[c], O(V) per example.
 
-The normaliser is a running logsumexp over vocabulary chunks, and the chunk loop is
-rematerialised (``jax.checkpoint``), so forward and backward memory is O(B × chunk), not
-O(B × V); the work is one [B, D] × [D, chunk] matrix product per chunk.
+When V > ``chunk``, the normaliser is a running logsumexp over vocabulary chunks and the chunk
+loop is rematerialised (``jax.checkpoint``), so forward and backward memory is O(B × chunk),
+not O(B × V), at the price of recomputing the logits (four [B × D]·[D × chunk] products per
+chunk). When the whole vocabulary fits one chunk, the logits are one matrix product kept for
+the backward pass, whose gradient is written by hand (three products in all, ~25% less work).
 """
 
 from __future__ import annotations
@@ -40,6 +42,33 @@ def chunked_logsumexp(h_BxD: Array, w_out_VxD: Array, chunk: int) -> Array:
     return m_B + jnp.log(s_B)
 
 
+@jax.custom_vjp
+def softmax_nll(h_BxD: Array, w_out_VxD: Array, target_B: Array) -> Array:
+    """−log softmax(w_out · h)[target] per example, in one block (memory O(B × V))."""
+    logits_BxV = h_BxD @ w_out_VxD.T
+    return jax.nn.logsumexp(logits_BxV, axis=1) - jnp.take_along_axis(
+        logits_BxV, target_B[:, None], axis=1)[:, 0]
+
+
+def _softmax_nll_fwd(h_BxD, w_out_VxD, target_B):
+    logits_BxV = h_BxD @ w_out_VxD.T
+    lse_B = jax.nn.logsumexp(logits_BxV, axis=1)
+    nll = lse_B - jnp.take_along_axis(logits_BxV, target_B[:, None], axis=1)[:, 0]
+    return nll, (h_BxD, w_out_VxD, target_B, logits_BxV, lse_B)
+
+
+def _softmax_nll_bwd(res, g_B):
+    h_BxD, w_out_VxD, target_B, logits_BxV, lse_B = res
+    probs_BxV = jnp.exp(logits_BxV - lse_B[:, None])
+    onehot_BxV = jax.nn.one_hot(target_B, w_out_VxD.shape[0], dtype=probs_BxV.dtype)
+    d_logits_BxV = (probs_BxV - onehot_BxV) * g_B[:, None]
+    target_ct = jnp.zeros(target_B.shape, jax.dtypes.float0)
+    return d_logits_BxV @ w_out_VxD, d_logits_BxV.T @ h_BxD, target_ct
+
+
+softmax_nll.defvjp(_softmax_nll_fwd, _softmax_nll_bwd)
+
+
 @dataclass(frozen=True, eq=False)
 class FullSoftmax(OutputLayer):
     """−log p(c | w) with p the softmax over the whole vocabulary (the exact reference).
@@ -47,7 +76,7 @@ class FullSoftmax(OutputLayer):
     Params: ``w_in [V, D]``, ``w_out [V, D]``. The gradient w.r.t. ``w_out`` is dense.
     """
 
-    chunk: int = 4096
+    chunk: int = 32768
     cbow: bool = False
 
     @property
@@ -62,5 +91,7 @@ class FullSoftmax(OutputLayer):
         h_BxD = self.input_vectors(rows, batch)
         target_B, weight_B = self.targets(batch)
         w_out = rows["out_all"]
+        if w_out.shape[0] <= self.chunk:
+            return softmax_nll(h_BxD, w_out, target_B), weight_B
         target_logit_B = jnp.sum(jnp.take(w_out, target_B, axis=0) * h_BxD, axis=-1)
         return chunked_logsumexp(h_BxD, w_out, self.chunk) - target_logit_B, weight_B

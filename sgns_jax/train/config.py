@@ -47,7 +47,7 @@ class LossConfig:
     negative_mode: str = "pair"
     shared_samples: int = 64
     ns_exponent: float = 0.75
-    softmax_chunk: int = 4096
+    softmax_chunk: int = 32768
 
 
 @dataclass(frozen=True)
