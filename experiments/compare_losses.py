@@ -25,7 +25,7 @@ from sgns_jax.data.corpus import default_cache_dir, encode_corpus
 from sgns_jax.evaluation.benchmarks import (SIMLEX, WORDSIM, bundled, evaluate_analogies,
                                             evaluate_word_pairs)
 from sgns_jax.evaluation.embeddings import Embeddings
-from sgns_jax.evaluation.heldout import heldout_objective, heldout_pairs
+from sgns_jax.evaluation.heldout import HeldoutObjective, heldout_pairs
 from sgns_jax.train.config import TrainConfig
 from sgns_jax.train.loop import train
 
@@ -61,7 +61,7 @@ def run_cell(cfg: dict, vocab_name: str, strategy: str, seed: int, data: dict, o
                "steps_per_chunk": cfg["steps_per_chunk"]},
         run={"epochs": cfg["epochs"], "seed": seed, "quiet": True,
              "max_seconds": cfg["budget_seconds"]})
-    counts = train_corpus.vocab.counts
+    heldout = HeldoutObjective(loss["name"], pairs, train_corpus.vocab.counts)
     planned_words = len(train_corpus) * cfg["epochs"]
     next_eval = [1.0 / cfg["eval_points"]]
 
@@ -69,7 +69,7 @@ def run_cell(cfg: dict, vocab_name: str, strategy: str, seed: int, data: dict, o
         host = {k: np.asarray(v) for k, v in params.items()}
         emb = Embeddings(train_corpus.vocab.words, host["w_in"])
         a = evaluate_analogies(emb, restrict_vocab=30000)
-        return {"heldout": heldout_objective(loss["name"], host, pairs, counts),
+        return {"heldout": heldout(host),
                 "analogy": a.accuracy, "answered": a.answered, "total": a.total}
 
     def callback(event) -> None:

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except SgnsError as e:
         print(f"sgns-jax: error: {e}", file=sys.stderr)
-        return 130 if type(e).__name__ == "TrainingInterrupted" else 2
+        return e.exit_code
     except KeyboardInterrupt:
         print("sgns-jax: interrupted", file=sys.stderr)
         return 130

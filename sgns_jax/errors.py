@@ -9,6 +9,8 @@ its message on one line and exits with status 2; anything else is a bug and keep
 class SgnsError(ValueError):
     """Base class of every user-input error raised by sgns_jax."""
 
+    exit_code = 2  # the CLI's exit status for this error
+
 
 class CorpusError(SgnsError):
     """The corpus is missing, unreadable, empty, or has no word reaching ``min_count``."""

@@ -60,10 +60,9 @@ class Corpus:
     def select_sentences(self, keep: np.ndarray) -> "Corpus":
         """A corpus (same vocabulary) of the sentences where ``keep`` (bool [S]) is True, in
         order; ``raw_tokens`` is scaled by the share of tokens kept."""
-        bounds = np.append(self.sentence_starts, len(self))
-        lengths = np.diff(bounds)[keep]
-        pieces = [np.asarray(self.ids[a:b]) for a, b in zip(bounds[:-1][keep], bounds[1:][keep])]
-        ids = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
+        all_lengths = np.diff(np.append(self.sentence_starts, len(self)))
+        lengths = all_lengths[keep]
+        ids = np.asarray(self.ids)[np.repeat(keep, all_lengths)]
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         raw = int(round(self.raw_tokens * ids.size / max(len(self), 1)))
         return Corpus(self.vocab, ids, starts, raw)

@@ -82,6 +82,11 @@ class Embeddings:
         """Unit-length rows (zero rows stay zero), computed once."""
         return _unit(self.vectors)
 
+    @cached_property
+    def _unit_device(self) -> jax.Array:
+        """``unit`` as a device array, transferred once for all queries."""
+        return jnp.asarray(self.unit)
+
     def similarity(self, a: str, b: str) -> float:
         return float(self.unit[self.id(a)] @ self.unit[self.id(b)])
 
@@ -97,7 +102,7 @@ class Embeddings:
         weights = np.array([1.0] * len(positive) + [-1.0] * len(negative), dtype=np.float32)
         query = _unit((weights[:, None] * self.unit[ids]).mean(0))
         limit = len(self) if restrict_vocab is None else min(restrict_vocab, len(self))
-        scores = np.array(jnp.asarray(self.unit[:limit]) @ jnp.asarray(query))
+        scores = np.array(self._unit_device[:limit] @ jnp.asarray(query))
         scores[[i for i in ids if i < limit]] = -np.inf
         top = np.argsort(-scores, kind="stable")[:topn]
         return [(self.words[i], float(scores[i])) for i in top if np.isfinite(scores[i])]
@@ -113,7 +118,7 @@ class Embeddings:
         if method not in ("add", "mul"):
             raise ValueError(f"method must be 'add' (3CosAdd) or 'mul' (3CosMul), got {method!r}")
         limit = len(self) if restrict_vocab is None else min(restrict_vocab, len(self))
-        unit = jnp.asarray(self.unit[:limit])
+        unit = self._unit_device[:limit]
         if exclude is None:
             exclude = np.stack([a, b, c], axis=1)
         out = []

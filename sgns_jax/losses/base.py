@@ -62,14 +62,18 @@ def gather_rows(params: Params, lookups: Mapping[str, Lookup]) -> dict[str, Arra
 
 
 class OutputLayer:
-    """Base class: subclasses set ``layout`` and implement ``lookups`` and ``example_losses``.
+    """Base class: subclasses implement ``lookups`` and ``example_losses``.
 
     ``cbow``: the input vector is the mean of the context vectors (windows layout) instead of
     the centre's vector (pairs layout).
     """
 
-    layout: str = "pairs"
     cbow: bool = False
+
+    @property
+    def layout(self) -> str:
+        """The batch layout this layer consumes: ``windows`` for CBOW, else ``pairs``."""
+        return "windows" if self.cbow else "pairs"
 
     def table_rows(self, vocab_size: int) -> dict[str, int]:
         """Rows of each parameter table (both ``[rows, D]``)."""
@@ -111,12 +115,16 @@ class OutputLayer:
         raise NotImplementedError
 
     # -- the pure loss ----------------------------------------------------------------------
+    def summed_loss(self, rows: Mapping[str, Array], lookups: Mapping[str, Lookup],
+                    batch: Batch) -> tuple[Array, Array]:
+        """(Σ weight·loss, Σ weight) over the batch: what the trainer differentiates."""
+        losses, weights = self.example_losses(rows, lookups, batch)
+        return jnp.sum(losses * weights), jnp.sum(weights)
+
     def loss(self, params: Params, batch: Batch, key: Array) -> tuple[Array, dict[str, Any]]:
         """Mean loss over the batch's unmasked examples, and ``aux`` with ``sum`` and ``count``."""
         lookups = self.lookups(batch, self.sample_noise(key, self.batch_rows(batch)))
-        losses, weights = self.example_losses(gather_rows(params, lookups), lookups, batch)
-        total = jnp.sum(losses * weights)
-        count = jnp.sum(weights)
+        total, count = self.summed_loss(gather_rows(params, lookups), lookups, batch)
         return total / jnp.maximum(count, 1.0), {"sum": total, "count": count}
 
     __call__ = loss

@@ -79,10 +79,6 @@ class FullSoftmax(OutputLayer):
     chunk: int = 32768
     cbow: bool = False
 
-    @property
-    def layout(self) -> str:
-        return "windows" if self.cbow else "pairs"
-
     def lookups(self, batch: Batch, noise: Array | None) -> dict[str, Lookup]:
         return {"input": self.input_lookup(batch), "out_all": Lookup("w_out", None)}
 

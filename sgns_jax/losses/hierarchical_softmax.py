@@ -31,10 +31,6 @@ class HierarchicalSoftmax(OutputLayer):
         object.__setattr__(self, "_signs", jnp.asarray(1.0 - 2.0 * tree.codes, dtype=jnp.float32))
         object.__setattr__(self, "_mask", jnp.asarray(tree.mask, dtype=jnp.float32))
 
-    @property
-    def layout(self) -> str:
-        return "windows" if self.cbow else "pairs"
-
     def table_rows(self, vocab_size: int) -> dict[str, int]:
         return {"w_in": vocab_size, "w_out": max(vocab_size - 1, 1)}
 

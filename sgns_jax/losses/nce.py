@@ -23,10 +23,6 @@ class NoiseContrastiveEstimation(OutputLayer):
     negatives: int = 5
     cbow: bool = False
 
-    @property
-    def layout(self) -> str:
-        return "windows" if self.cbow else "pairs"
-
     def sample_noise(self, key: Array, rows: int) -> Array:
         return self.sampler.sample(key, (rows, self.negatives))
 

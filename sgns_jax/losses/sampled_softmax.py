@@ -25,10 +25,6 @@ class SampledSoftmax(OutputLayer):
     remove_accidental_hits: bool = True
     cbow: bool = False
 
-    @property
-    def layout(self) -> str:
-        return "windows" if self.cbow else "pairs"
-
     noise_per_row = False
 
     def sample_noise(self, key: Array, rows: int) -> Array:

@@ -50,6 +50,8 @@ def start_distributed(cfg: TrainConfig) -> None:
 class TrainingInterrupted(SgnsError):
     """SIGINT or SIGTERM arrived; a checkpoint was written if a checkpoint directory is set."""
 
+    exit_code = 130
+
 
 @dataclass
 class TrainResult:
@@ -306,14 +308,13 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None,
                             last_save = time.monotonic()
                 finally:
                     chunks.close()
+                epoch_losses.append(epoch_loss[0] / max(epoch_loss[1], 1.0))
                 if budget_spent:
                     reporter.log(f"time budget of {run.max_seconds} s spent after "
                                  f"{progress.words:,} of {total_words:,} words")
-                    epoch_losses.append(epoch_loss[0] / max(epoch_loss[1], 1.0))
                     break
                 progress.epoch, progress.chunk = epoch + 1, 0
-                epoch_losses.append(epoch_loss[0] / max(epoch_loss[1], 1.0))
-                elapsed = time.perf_counter() - (t_train or time.perf_counter())
+                elapsed = time.perf_counter() - (t_train or time.perf_counter()) - paused
                 reporter.log(f"epoch {epoch + 1}/{run.epochs}: mean loss {epoch_losses[-1]:.4f}, "
                              f"{progress.words:,} words, {elapsed:.1f} s")
                 reporter.record(epoch=epoch + 1, loss=epoch_losses[-1], words=progress.words,

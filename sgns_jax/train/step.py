@@ -71,13 +71,6 @@ def step_noise(layer: OutputLayer, key: Array, local_rows: int, axis_name: str |
     return jax.lax.dynamic_slice_in_dim(noise, start, local_rows, axis=0)
 
 
-def _total_loss(layer, lookups, batch):
-    def total(rows):
-        losses, weights = layer.example_losses(rows, lookups, batch)
-        return jnp.sum(losses * weights), jnp.sum(weights)
-    return total
-
-
 def _group_by_table(lookups, grads, params):
     """Per table: (ids [N], row grads [N, D]) concatenated over roles, and any dense grad."""
     sparse: dict[str, tuple[list, list]] = {}
@@ -121,12 +114,17 @@ def sharded_gather(params: Params, lookups: Mapping[str, Lookup], axis: str) -> 
     out = {}
     for role, look in lookups.items():
         table = params[look.table]
-        n = table.shape[0]
-        local = look.ids - jax.lax.axis_index(axis) * n
-        owned = (local >= 0) & (local < n)
-        rows = jnp.take(table, jnp.clip(local, 0, n - 1), axis=0)
-        out[role] = jax.lax.psum(jnp.where(owned[..., None], rows, 0.0), axis)
+        rows = jnp.take(table, owned_ids(look.ids, table.shape[0], axis), axis=0, mode="fill",
+                        fill_value=0.0)
+        out[role] = jax.lax.psum(rows, axis)
     return out
+
+
+def owned_ids(ids: Array, shard_rows: int, axis: str) -> Array:
+    """Global ids → rows of this device's shard; ids another device owns become ``shard_rows``
+    (out of range: gathers fill zeros, scatters drop them)."""
+    local = ids - jax.lax.axis_index(axis) * shard_rows
+    return jnp.where((local >= 0) & (local < shard_rows), local, shard_rows)
 
 
 def vocab_sharded_step(state: TrainState, batch: Mapping[str, Array], key: Array, lr: Array, *,
@@ -139,14 +137,13 @@ def vocab_sharded_step(state: TrainState, batch: Mapping[str, Array], key: Array
     """
     noise = layer.sample_noise(key, layer.batch_rows(batch))
     lookups = layer.lookups(batch, noise)
-    (loss_sum, count), grads = jax.value_and_grad(_total_loss(layer, lookups, batch), has_aux=True)(
+    (loss_sum, count), grads = jax.value_and_grad(
+        lambda rows: layer.summed_loss(rows, lookups, batch), has_aux=True)(
         sharded_gather(state.params, lookups, axis_name))
     sparse, _ = _group_by_table(lookups, grads, state.params)
     new_params = dict(state.params)
     for table, (ids, g) in sparse.items():
-        n = new_params[table].shape[0]
-        local = ids - jax.lax.axis_index(axis_name) * n
-        local = jnp.where((local >= 0) & (local < n), local, n)  # not ours: out of range, dropped
+        local = owned_ids(ids, new_params[table].shape[0], axis_name)
         new_params[table] = new_params[table].at[local].add(-lr * g, mode="drop")
     return TrainState(new_params, state.opt_state, state.step + 1), loss_sum, count
 
@@ -170,7 +167,10 @@ def train_step(state: TrainState, batch: Mapping[str, Array], key: Array, lr: Ar
     params = state.params
     noise = step_noise(layer, key, layer.batch_rows(batch), axis_name)
     lookups = layer.lookups(batch, noise)
-    total = _total_loss(layer, lookups, batch)
+
+    def total(rows):
+        return layer.summed_loss(rows, lookups, batch)
+
 
     def reduce(x):
         return x if axis_name is None else jax.lax.psum(x, axis_name)
