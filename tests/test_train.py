@@ -243,3 +243,39 @@ def test_sparse_step_makes_no_full_table_copy(loss, mode):
               if re.search(r"= f32\[\d+,\d+\]\{[^}]*\} copy\(", line)
               and any(s in line.split("=")[1][:30] for s in table_shapes)]
     assert not copies, copies[:3]
+
+
+@pytest.mark.parametrize("update", ["sparse", "dense"])
+def test_chunk_equals_its_steps_and_reports_the_last_steps_loss(update):
+    """The fused chunk = its steps one by one; the loss it reports is the last step's (the
+    other steps skip the loss value, so the reported figure must not include them)."""
+    from sgns_jax.train.loop import make_schedule
+    from sgns_jax.train.step import make_train_chunk
+
+    v, d, t, b = 40, 8, 3, 16
+    cfg = TrainConfig().replace(model={"dim": d})
+    layer = build_layer(cfg, np.arange(v, 0, -1))
+    transform, stateless = make_transform("sgd")
+    schedule = make_schedule(cfg, 10**4)
+    rng = np.random.default_rng(0)
+    arrays = {"input": rng.integers(0, v, (t, b)).astype(np.int32),
+              "output": rng.integers(0, v, (t, b)).astype(np.int32),
+              "mask": (rng.random((t, b)) < 0.8).astype(np.float32),
+              "words": np.array([0.0, 100.0, 200.0], np.float32)}
+    params = init_params(layer, v, d, jax.random.key(0))
+    params["w_out"] = params["w_out"] + 0.1
+    root = jax.random.key(1)
+
+    state = init_state(jax.tree.map(jnp.copy, params), transform, update)
+    for i in range(t):
+        batch = {k: jnp.asarray(arrays[k][i]) for k in ("input", "output", "mask")}
+        state, loss, count = train_step(state, batch, jax.random.fold_in(root, state.step),
+                                        schedule(arrays["words"][i]), layer=layer,
+                                        transform=transform, path=update, stateless=stateless)
+    fn = make_train_chunk(layer, transform, schedule, path=update, stateless=stateless)
+    fused, fused_loss, fused_count = fn(init_state(jax.tree.map(jnp.copy, params), transform, update),
+                                        arrays, jax.random.key_data(root))
+    assert float(fused_count) == float(count) == arrays["mask"][-1].sum()
+    np.testing.assert_allclose(float(fused_loss), float(loss), rtol=1e-6)
+    for k in params:
+        np.testing.assert_allclose(np.asarray(fused.params[k]), np.asarray(state.params[k]), atol=1e-6)

@@ -45,8 +45,9 @@ def _window_logits_fwd(x, y):
 
 def _window_logits_bwd(res, g_BxCxK):
     x_BxCxD, y_BxKxD = res
-    dx = jnp.einsum("bck,bdk->bcd", g_BxCxK, jnp.swapaxes(y_BxKxD, 1, 2))
-    dy = jnp.einsum("bkc,bdc->bkd", jnp.swapaxes(g_BxCxK, 1, 2), jnp.swapaxes(x_BxCxD, 1, 2))
+    dx = jnp.einsum("bck,bkd->bcd", g_BxCxK, y_BxKxD)
+    gT = jax.lax.optimization_barrier(jnp.swapaxes(g_BxCxK, 1, 2))
+    dy = jnp.einsum("bkc,bcd->bkd", gT, x_BxCxD)
     return dx, dy
 
 

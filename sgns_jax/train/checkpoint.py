@@ -30,7 +30,8 @@ class Progress:
     chunk: int = 0
     words: int = 0
     loss_sum: float = 0.0   # float64 on the host: never saturates (gensim's float32 does)
-    loss_count: float = 0.0
+    loss_count: float = 0.0  # examples in the loss-reporting steps (each chunk's last)
+    examples: int = 0        # unpadded examples trained on
 
 
 def checkpoint_path(directory: str | Path) -> Path:

@@ -62,7 +62,7 @@ class TrainResult:
     total_seconds: float      # train() call, corpus encoding and compilation included
     corpus_tokens: int        # raw tokens of the corpus (one epoch)
     words: int                # in-vocabulary words read over all epochs
-    mean_loss: float
+    mean_loss: float          # over each chunk's last step (see make_train_chunk)
     epoch_words: int = 0      # in-vocabulary words per epoch
     examples: int = 0         # unmasked examples trained on (pairs, or centres for windows)
     epoch_losses: list[float] = field(default_factory=list)
@@ -284,6 +284,7 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None,
                         progress.words = chunk.words_end
                         progress.loss_sum += loss_sum
                         progress.loss_count += count
+                        progress.examples += chunk.examples
                         epoch_loss[0] += loss_sum
                         epoch_loss[1] += count
                         lr = float(schedule(chunk.words_end))
@@ -330,7 +331,7 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None,
     params = {k: fetch(v)[:rows[k]] for k, v in state.params.items()}
     result = TrainResult(vocab, params, cfg, seconds, 0.0, corpus.raw_tokens, progress.words,
                          progress.loss_sum / max(progress.loss_count, 1.0), len(corpus),
-                         int(progress.loss_count),
+                         progress.examples,
                          epoch_losses)
     if run.out and writer:
         write_outputs(result)

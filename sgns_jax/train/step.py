@@ -71,6 +71,19 @@ def step_noise(layer: OutputLayer, key: Array, local_rows: int, axis_name: str |
     return jax.lax.dynamic_slice_in_dim(noise, start, local_rows, axis=0)
 
 
+def _loss_and_grads(total: Callable, rows: Any, report: bool):
+    """(loss sum, count) and the gradient of the loss sum with respect to ``rows``.
+
+    The loss value is computed only where ``report`` is true (zeros elsewhere): its forward
+    log-sigmoids cost about as much as the rest of the arithmetic, and the gradient never needs
+    them (the log-sigmoid's custom JVP uses σ only), so ``make_train_chunk`` reports the loss of
+    each chunk's last step only.
+    """
+    grads = jax.grad(lambda r: total(r)[0])(rows)
+    zero = jnp.zeros((), jnp.float32)
+    return (total(rows) if report else (zero, zero)), grads
+
+
 def _group_by_table(lookups, grads, params):
     """Per table: (ids [N], row grads [N, D]) concatenated over roles, and any dense grad."""
     sparse: dict[str, tuple[list, list]] = {}
@@ -128,7 +141,8 @@ def owned_ids(ids: Array, shard_rows: int, axis: str) -> Array:
 
 
 def vocab_sharded_step(state: TrainState, batch: Mapping[str, Array], key: Array, lr: Array, *,
-                       layer: OutputLayer, axis_name: str) -> tuple[TrainState, Array, Array]:
+                       layer: OutputLayer, axis_name: str, report_loss: bool = True
+                       ) -> tuple[TrainState, Array, Array]:
     """SGD step with the tables' rows partitioned over ``axis_name`` (model parallelism).
 
     Every device sees the whole batch and the same noise, computes the same row gradients from
@@ -137,9 +151,9 @@ def vocab_sharded_step(state: TrainState, batch: Mapping[str, Array], key: Array
     """
     noise = layer.sample_noise(key, layer.batch_rows(batch))
     lookups = layer.lookups(batch, noise)
-    (loss_sum, count), grads = jax.value_and_grad(
-        lambda rows: layer.summed_loss(rows, lookups, batch), has_aux=True)(
-        sharded_gather(state.params, lookups, axis_name))
+    (loss_sum, count), grads = _loss_and_grads(
+        lambda rows: layer.summed_loss(rows, lookups, batch),
+        sharded_gather(state.params, lookups, axis_name), report_loss)
     sparse, _ = _group_by_table(lookups, grads, state.params)
     new_params = dict(state.params)
     for table, (ids, g) in sparse.items():
@@ -150,9 +164,10 @@ def vocab_sharded_step(state: TrainState, batch: Mapping[str, Array], key: Array
 
 def train_step(state: TrainState, batch: Mapping[str, Array], key: Array, lr: Array, *,
                layer: OutputLayer, transform: optax.GradientTransformation, path: str = "sparse",
-               stateless: bool = True, axis_name: str | None = None
-               ) -> tuple[TrainState, Array, Array]:
-    """One update. Returns the new state, the batch's loss sum and its example count.
+               stateless: bool = True, axis_name: str | None = None,
+               report_loss: bool = True) -> tuple[TrainState, Array, Array]:
+    """One update. Returns the new state, the batch's loss sum and its example count (both
+    zero unless ``report_loss``; the loss is that of the parameters before the update).
 
     ``transform`` scales gradients without the learning rate (``optax.identity()`` for SGD,
     ``optax.scale_by_adam()``, ...); ``lr`` is applied here, from the word-driven schedule.
@@ -171,19 +186,18 @@ def train_step(state: TrainState, batch: Mapping[str, Array], key: Array, lr: Ar
     def total(rows):
         return layer.summed_loss(rows, lookups, batch)
 
-
     def reduce(x):
         return x if axis_name is None else jax.lax.psum(x, axis_name)
 
     if path == "dense":
-        (loss_sum, count), grads = jax.value_and_grad(
-            lambda p: total(gather_rows(p, lookups)), has_aux=True)(params)
+        (loss_sum, count), grads = _loss_and_grads(
+            lambda p: total(gather_rows(p, lookups)), params, report_loss)
         grads = jax.tree.map(reduce, grads)
         updates, opt_state = transform.update(grads, state.opt_state, params)
         params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
         return TrainState(params, opt_state, state.step + 1), reduce(loss_sum), reduce(count)
 
-    (loss_sum, count), grads = jax.value_and_grad(total, has_aux=True)(gather_rows(params, lookups))
+    (loss_sum, count), grads = _loss_and_grads(total, gather_rows(params, lookups), report_loss)
     sparse, dense = _group_by_table(lookups, grads, params)
     new_params, new_opt = dict(params), dict(state.opt_state)
     for table, g in dense.items():
@@ -208,6 +222,9 @@ def make_train_chunk(layer: OutputLayer, transform: optax.GradientTransformation
                      shard_vocab: bool = False) -> Callable:
     """``chunk(state, arrays, root_key_data) -> (state, loss_sum, count)``, jitted, state donated.
 
+    ``loss_sum`` and ``count`` are those of the chunk's **last** step only (a 1-in-T sample
+    of the batches; computing every step's loss value costs up to 20% of the step).
+
     ``root_key_data`` is ``jax.random.key_data(root_key)`` (plain uint32, so it can be placed
     on a multi-process mesh like any array).
 
@@ -223,22 +240,21 @@ def make_train_chunk(layer: OutputLayer, transform: optax.GradientTransformation
     def chunk(state: TrainState, arrays: Mapping[str, Array], root_key_data: Array):
         root_key = jax.random.wrap_key_data(root_key_data)
 
-        def body(carry, xs):
-            state, loss_acc, count_acc = carry
+        def step(state, xs, report):
             batch = {k: v for k, v in xs.items() if k != "words"}
             key = jax.random.fold_in(root_key, state.step)
             if shard_vocab:
-                state, loss_sum, count = vocab_sharded_step(
-                    state, batch, key, schedule(xs["words"]), layer=layer, axis_name=DATA_AXIS)
-            else:
-                state, loss_sum, count = train_step(state, batch, key, schedule(xs["words"]),
-                                                    layer=layer, transform=transform, path=path,
-                                                    stateless=stateless, axis_name=axis_name)
-            return (state, loss_acc + loss_sum, count_acc + count), None
+                return vocab_sharded_step(state, batch, key, schedule(xs["words"]), layer=layer,
+                                          axis_name=DATA_AXIS, report_loss=report)
+            return train_step(state, batch, key, schedule(xs["words"]), layer=layer,
+                              transform=transform, path=path, stateless=stateless,
+                              axis_name=axis_name, report_loss=report)
 
-        zero = jnp.zeros((), jnp.float32)
-        (state, loss_sum, count), _ = jax.lax.scan(body, (state, zero, zero), arrays)
-        return state, loss_sum, count
+        # Steps 0..T-2 without the loss value, then the last step with it (a static split: a
+        # lax.cond inside the scan body serialised the step's small ops on the CPU).
+        state, _ = jax.lax.scan(lambda s, xs: (step(s, xs, False)[0], None), state,
+                                jax.tree.map(lambda x: x[:-1], arrays))
+        return step(state, jax.tree.map(lambda x: x[-1], arrays), True)
 
     if shard_vocab and mesh is None:
         raise ValueError("shard_vocab needs a mesh")
