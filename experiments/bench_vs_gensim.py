@@ -49,13 +49,13 @@ def child(args) -> dict:
         from sgns_jax.train.config import TrainConfig
         from sgns_jax.train.loop import train
 
-        loss, optim = MODES[args.mode]
+        loss, optim, run = MODES[args.mode]
         cfg = TrainConfig().replace(
             data={"corpus": args.corpus, "min_count": SETTINGS["min_count"], "window": SETTINGS["window"],
                   "sample": SETTINGS["sample"], "cache_dir": ""},
             model={"dim": SETTINGS["dim"]}, loss=loss,
             optim={"learning_rate": SETTINGS["alpha"], **optim},
-            run={"epochs": args.epochs, "out": out, "quiet": True})
+            run={"epochs": args.epochs, "out": out, "quiet": True, **run})
         result = train(cfg)
         train_s = result.seconds
         tokens = result.corpus_tokens
@@ -68,25 +68,33 @@ def child(args) -> dict:
             "simlex999": scores["simlex999"]["spearman"]}
 
 
-# sgns_jax modes: (loss overrides, optimizer overrides). "batch" uses S = 16 shared noise words
-# (the speed/quality frontier measured on this machine); "+lr.035" reruns a mode at lr 0.035.
+# sgns_jax modes: (loss, optimizer, run overrides). Like gensim (workers=2), sgns_jax runs two
+# worker streams ("w1": one stream, exact sequential updates). "batch" uses S = 16 shared noise
+# words (the speed/quality frontier measured on this machine); "lr.035" reruns a mode at lr 0.035.
+PAIR = {"name": "ns", "negative_mode": "pair", "negative": 5}
+WINDOW = {"name": "ns", "negative_mode": "window", "negative": 5}
+BATCH = {"name": "ns", "negative_mode": "batch", "negative": 5, "shared_samples": 16}
+W2 = {"workers": 2}
 MODES = {
-    "pair": ({"name": "ns", "negative_mode": "pair", "negative": 5}, {}),
-    "pair+lr.035": ({"name": "ns", "negative_mode": "pair", "negative": 5}, {"learning_rate": 0.035}),
-    "window": ({"name": "ns", "negative_mode": "window", "negative": 5}, {}),
-    "batch": ({"name": "ns", "negative_mode": "batch", "negative": 5, "shared_samples": 16}, {}),
-    "batch+lr.035": ({"name": "ns", "negative_mode": "batch", "negative": 5, "shared_samples": 16},
-                     {"learning_rate": 0.035}),
-    "hs": ({"name": "hs"}, {}),
+    "pair w1": (PAIR, {}, {}),
+    "pair": (PAIR, {}, W2),
+    "pair lr.035": (PAIR, {"learning_rate": 0.035}, W2),
+    "window": (WINDOW, {}, W2),
+    "batch": (BATCH, {}, W2),
+    "batch lr.035": (BATCH, {"learning_rate": 0.035}, W2),
+    "hs w1": ({"name": "hs"}, {}, {}),
+    "hs": ({"name": "hs"}, {}, W2),
 }
-RUNS = [("gensim", "ns"), ("sgns_jax", "pair"), ("sgns_jax", "pair+lr.035"), ("sgns_jax", "window"),
-        ("sgns_jax", "batch"), ("sgns_jax", "batch+lr.035"), ("gensim", "hs"), ("sgns_jax", "hs")]
+RUNS = [("gensim", "ns"), ("sgns_jax", "pair w1"), ("sgns_jax", "pair"), ("sgns_jax", "pair lr.035"),
+        ("sgns_jax", "window"), ("sgns_jax", "batch"), ("sgns_jax", "batch lr.035"),
+        ("gensim", "hs"), ("sgns_jax", "hs w1"), ("sgns_jax", "hs")]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--corpus")
     p.add_argument("--epochs", default="1,5")
+    p.add_argument("--runs", help="comma-separated side:mode list (default: all)")
     p.add_argument("--out", help="write all measurements here as JSON")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--side", help=argparse.SUPPRESS)
@@ -103,7 +111,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for epochs in map(int, args.epochs.split(",")):
-            for side, mode in RUNS:
+            runs = [tuple(r.split(":")) for r in args.runs.split(",")] if args.runs else RUNS
+            for side, mode in runs:
                 cmd = [sys.executable, __file__, "--child", "--side", side, "--mode", mode,
                        "--epochs", str(epochs), "--corpus", args.corpus, "--tmp", tmp]
                 r = subprocess.run(cmd, capture_output=True, text=True)
@@ -121,7 +130,7 @@ def print_row(r: dict, rows: list[dict]) -> None:
         print(f"{'run':<22} {'ep':>2} {'e2e s':>6} {'train w/s':>10} {'RSS MB':>7} {'analogy':>15} "
               f"{'sem/syn':>11} {'WS353':>6} {'SimLex':>6} | ratios vs gensim: {'w/s':>5} {'e2e':>5} {'RSS':>5}")
     a = r["analogy"]
-    ref_mode = "hs" if r["mode"] == "hs" else "ns"
+    ref_mode = "hs" if r["mode"].startswith("hs") else "ns"
     ref = next((x for x in rows if x["side"] == "gensim" and x["mode"] == ref_mode
                 and x["epochs"] == r["epochs"]), None)
     ratios = ""

@@ -164,6 +164,55 @@ def vocab_sharded_training(path):
             "losses": [a.epoch_losses, b.epoch_losses]}
 
 
+def workers(path):
+    """Worker streams: one round against its definition, base + Σ_w (worker_w − base); and
+    whole runs with 2 workers (repeatability, loss next to the one-stream run)."""
+    from sgns_jax.train.workers import WorkerStreams
+
+    cfg = config(path, loss={"name": "ns", "negative_mode": "pair"})
+    corpus = encode_corpus(path, min_count=1)
+    layer = build_layer(cfg, corpus.vocab.counts)
+    spec = batch_spec(cfg, layer)
+    chunks = [c.arrays for c in epoch_chunks(corpus, spec, 0)][:3]
+    transform, _ = make_transform("sgd")
+    fn = make_train_chunk(layer, transform, make_schedule(cfg, len(corpus)))
+    params = init_params(layer, len(corpus.vocab), 8, jax.random.key(0))
+    params["w_out"] = params["w_out"] + 0.1
+    key = jax.random.key_data(jax.random.key(1))
+    t = spec.steps_per_chunk
+
+    def fresh(step=0):
+        return init_state(jax.tree.map(jnp.copy, params), transform, "sparse")._replace(
+            step=jnp.int32(step))
+
+    def run(state, group):
+        for arrays in group:
+            state, _, _ = fn(state, arrays, key)
+        return state
+
+    out = {}
+    for r in (1, 2):  # chunks per worker; worker 0 gets r chunks, worker 1 the rest (1)
+        group = chunks[:r + 1]
+        streams = WorkerStreams(fn, jax.devices()[:2], key, t, r)
+        merged, _, _ = streams.round(streams.place(fresh()), group)
+        parts = [run(fresh(), group[:r]), run(fresh(r * t), group[r:])]
+        expected = {k: params[k] + sum(np.asarray(p.params[k]) - params[k] for p in parts)
+                    for k in params}
+        out[f"round_diff_r{r}"] = max(float(np.abs(np.asarray(merged.params[k]) - expected[k]).max())
+                                      for k in params)
+        out[f"round_step_r{r}"] = int(merged.step)
+        out[f"moved_r{r}"] = min(float(np.abs(np.asarray(p.params["w_in"]) - params["w_in"]).max())
+                                 for p in parts)
+    runs = [train(config(path, run={"epochs": 2, "quiet": True, "workers": w})) for w in (2, 2, 1)]
+    out["repeat_diff"] = max(float(np.abs(runs[0].params[k] - runs[1].params[k]).max())
+                             for k in runs[0].params)
+    out["workers_vs_one"] = max(float(np.abs(runs[0].params[k] - runs[2].params[k]).max())
+                                for k in runs[0].params)
+    out["losses"] = [runs[0].epoch_losses, runs[2].epoch_losses]
+    out["examples"] = [runs[0].examples, runs[2].examples]
+    return out
+
+
 if __name__ == "__main__":
     check = sys.argv[1]
     with tempfile.TemporaryDirectory() as d:
@@ -175,5 +224,6 @@ if __name__ == "__main__":
         else:
             result = {"one_step": one_step, "loss_curve": loss_curve, "hlo": hlo,
                       "vocab_sharded": vocab_sharded,
-                      "vocab_sharded_training": vocab_sharded_training}[check](path)
+                      "vocab_sharded_training": vocab_sharded_training,
+                      "workers": workers}[check](path)
     print("RESULT " + json.dumps(result))

@@ -92,3 +92,19 @@ def test_vocabulary_sharded_training_run_equals_one_device():
     r = run_check("vocab_sharded_training")
     assert r["shapes_equal"] and r["max_diff"] <= 1e-6
     assert r["losses"][0] == pytest.approx(r["losses"][1], rel=1e-6)
+
+
+def test_worker_streams_merge_their_updates_and_repeat():
+    """Hogwild-style worker streams (two CPU devices): a round equals base + Σ (worker − base)
+    with each worker's chunks run on its own; the same run twice gives the same vectors; the
+    loss follows the one-stream run's (the updates differ by the staleness only)."""
+    r = run_check("workers", devices=2)
+    for chunks_per_worker in (1, 2):
+        assert r[f"moved_r{chunks_per_worker}"] > 1e-3
+        assert r[f"round_diff_r{chunks_per_worker}"] <= 1e-6, r
+        assert r[f"round_step_r{chunks_per_worker}"] == 2 * (chunks_per_worker + 1)  # T = 2
+    assert r["repeat_diff"] == 0.0
+    assert r["workers_vs_one"] > 0  # a different (stale) update order, not a copy of one stream
+    assert r["examples"][0] == r["examples"][1]  # every chunk trained exactly once
+    for two, one in zip(*r["losses"]):
+        assert abs(two - one) <= 0.05 * one, r["losses"]

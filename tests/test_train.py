@@ -167,6 +167,18 @@ def test_config_file_roundtrip_and_errors(tmp_path, corpus_file):
         TrainConfig.from_dict({"loss": {"nmae": "ns"}})
     with pytest.raises(ConfigError, match="unknown loss"):
         TrainConfig.from_dict({"loss": {"name": "softmaxx"}})
+    with pytest.raises(ConfigError, match="workers > 1 needs optimizer sgd"):
+        cfg.replace(optim={"optimizer": "adam"}, run={"workers": 2})
+    with pytest.raises(ConfigError, match="does not combine"):
+        cfg.replace(run={"workers": 2, "devices": 2})
+
+
+def test_workers_without_enough_devices_is_a_clear_error(corpus_file):
+    jnp.zeros(1).block_until_ready()  # JAX has started: the CPU device count is fixed
+    if len(jax.devices()) >= 2:
+        pytest.skip("this process has several devices")
+    with pytest.raises(SgnsError, match="workers=2 needs 2 devices.*device_count=2"):
+        train(tiny_config(corpus_file, run={"workers": 2}))
 
 
 def test_output_in_missing_directory_fails_before_training(corpus_file, tmp_path):
@@ -246,8 +258,8 @@ def test_sparse_step_makes_no_full_table_copy(loss, mode):
 
 
 @pytest.mark.parametrize("update", ["sparse", "dense"])
-def test_chunk_equals_its_steps_and_reports_the_last_steps_loss(update):
-    """The fused chunk = its steps one by one; the loss it reports is the last step's (the
+def test_chunk_equals_its_steps_and_reports_the_first_steps_loss(update):
+    """The fused chunk = its steps one by one; the loss it reports is the first step's (the
     other steps skip the loss value, so the reported figure must not include them)."""
     from sgns_jax.train.loop import make_schedule
     from sgns_jax.train.step import make_train_chunk
@@ -267,15 +279,18 @@ def test_chunk_equals_its_steps_and_reports_the_last_steps_loss(update):
     root = jax.random.key(1)
 
     state = init_state(jax.tree.map(jnp.copy, params), transform, update)
+    reported = []
     for i in range(t):
         batch = {k: jnp.asarray(arrays[k][i]) for k in ("input", "output", "mask")}
         state, loss, count = train_step(state, batch, jax.random.fold_in(root, state.step),
                                         schedule(arrays["words"][i]), layer=layer,
                                         transform=transform, path=update, stateless=stateless)
+        reported.append((float(loss), float(count)))
+    loss, count = reported[0]
     fn = make_train_chunk(layer, transform, schedule, path=update, stateless=stateless)
     fused, fused_loss, fused_count = fn(init_state(jax.tree.map(jnp.copy, params), transform, update),
                                         arrays, jax.random.key_data(root))
-    assert float(fused_count) == float(count) == arrays["mask"][-1].sum()
+    assert float(fused_count) == count == arrays["mask"][0].sum()
     np.testing.assert_allclose(float(fused_loss), float(loss), rtol=1e-6)
     for k in params:
         np.testing.assert_allclose(np.asarray(fused.params[k]), np.asarray(state.params[k]), atol=1e-6)

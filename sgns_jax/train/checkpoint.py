@@ -30,7 +30,7 @@ class Progress:
     chunk: int = 0
     words: int = 0
     loss_sum: float = 0.0   # float64 on the host: never saturates (gensim's float32 does)
-    loss_count: float = 0.0  # examples in the loss-reporting steps (each chunk's last)
+    loss_count: float = 0.0  # examples in the loss-reporting steps (each chunk's first)
     examples: int = 0        # unpadded examples trained on
 
 

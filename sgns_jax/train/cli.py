@@ -26,6 +26,7 @@ FLAGS = {
     "metrics": ("run", "metrics"), "quiet": ("run", "quiet"), "devices": ("run", "devices"),
     "coordinator": ("run", "coordinator"), "num_processes": ("run", "num_processes"),
     "process_id": ("run", "process_id"), "shard_vocab": ("run", "shard_vocab"),
+    "workers": ("run", "workers"),
 }
 
 
@@ -70,7 +71,10 @@ def register(sub, add_corpus_flags) -> None:
     g.add_argument("--metrics", help="append JSONL metrics here")
     g.add_argument("--quiet", action="store_true")
     g = p.add_argument_group("devices")
-    g.add_argument("--devices", type=int, help="data-parallel devices (default: all)")
+    g.add_argument("--workers", type=int,
+                   help="Hogwild-style training streams, one per device; on the CPU, one per "
+                        "core is fastest (default: 1, the exact sequential updates)")
+    g.add_argument("--devices", type=int, help="data-parallel devices (default: all; 1 on the CPU)")
     g.add_argument("--shard-vocab", action="store_true",
                    help="split the tables' rows over the devices (model parallel) instead")
     g.add_argument("--coordinator", help="host:port of process 0 (jax.distributed)")

@@ -73,7 +73,8 @@ class RunConfig:
     metrics: str | None = None
     quiet: bool = False
     max_seconds: float | None = None    # training-time budget; stop after the chunk that ends it
-    devices: int | None = None          # data-parallel devices; None: all
+    devices: int | None = None          # data-parallel devices; None: all (1 on the CPU)
+    workers: int = 1                    # Hogwild-style streams, one per device (train/workers.py)
     shard_vocab: bool = False           # split the tables' rows over the devices instead
     coordinator: str | None = None      # host:port of process 0, to join a jax.distributed run
     num_processes: int = 1
@@ -186,6 +187,11 @@ def validate(cfg: TrainConfig) -> None:
         (not r.shard_vocab or (o.optimizer == "sgd" and o.update == "sparse" and l.name != "full"),
          "shard_vocab needs optimizer sgd, the sparse update and a sampled or tree loss (not full)"),
         (not (r.shard_vocab and r.coordinator), "shard_vocab runs in one process"),
+        (r.workers >= 1, f"workers must be >= 1, got {r.workers}"),
+        (r.workers == 1 or o.optimizer == "sgd", "workers > 1 needs optimizer sgd"),
+        (r.workers == 1 or not (r.shard_vocab or r.coordinator or (r.devices or 1) > 1),
+         "workers > 1 runs one stream per device in one process; it does not combine with "
+         "devices > 1, shard_vocab or a coordinator"),
         (0 <= r.process_id < max(r.num_processes, 1), "process_id must be in [0, num_processes)"),
     ]
     for ok, message in checks:

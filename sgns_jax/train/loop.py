@@ -33,8 +33,33 @@ from sgns_jax.train.config import TrainConfig, default_batch_size
 from sgns_jax.train.parallel import (check_batch_divisible, data_mesh, fetch, pad_rows,
                                      replicate, shard_chunk, shard_rows)
 from sgns_jax.train.step import TrainState, init_params, init_state, make_train_chunk
+from sgns_jax.train.workers import CHUNKS_PER_WORKER, WorkerStreams
 
 _DISTRIBUTED_STARTED = False
+
+
+def worker_devices(workers: int) -> list[jax.Device]:
+    """``workers`` devices for worker streams; on the CPU, asks JAX for that many CPU devices
+    (possible only before JAX has run anything in this process)."""
+    if workers > 1 and jax.config.jax_num_cpu_devices < workers:
+        try:
+            jax.config.update("jax_num_cpu_devices", workers)
+        except RuntimeError:
+            pass  # JAX already started; the check below says what to do
+    devices = jax.local_devices()
+    if len(devices) < workers:
+        raise SgnsError(f"workers={workers} needs {workers} devices, this process has "
+                        f"{len(devices)} {devices[0].platform} device(s); on the CPU start JAX with "
+                        f"XLA_FLAGS=--xla_force_host_platform_device_count={workers}")
+    return devices[:workers]
+
+
+def default_devices() -> int:
+    """All devices, except simulated CPU devices of one process: CPU data parallelism repeats
+    every scatter on every device and is never faster (experiments/bench_scaling.py)."""
+    if jax.default_backend() == "cpu" and jax.process_count() == 1:
+        return 1
+    return jax.device_count()
 
 
 def start_distributed(cfg: TrainConfig) -> None:
@@ -62,7 +87,7 @@ class TrainResult:
     total_seconds: float      # train() call, corpus encoding and compilation included
     corpus_tokens: int        # raw tokens of the corpus (one epoch)
     words: int                # in-vocabulary words read over all epochs
-    mean_loss: float          # over each chunk's last step (see make_train_chunk)
+    mean_loss: float          # over each chunk's first step (see make_train_chunk)
     epoch_words: int = 0      # in-vocabulary words per epoch
     examples: int = 0         # unmasked examples trained on (pairs, or centres for windows)
     epoch_losses: list[float] = field(default_factory=list)
@@ -197,6 +222,7 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None,
     """
     t_start = time.perf_counter()
     run = cfg.run
+    workers = worker_devices(run.workers) if run.workers > 1 else None
     start_distributed(cfg)
     writer = jax.process_index() == 0  # one process writes outputs and checkpoints
     if run.out:
@@ -213,7 +239,7 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None,
     transform, stateless = make_transform(cfg.optim.optimizer)
     total_words = run.epochs * len(corpus)
     schedule = make_schedule(cfg, total_words)
-    devices = run.devices or jax.device_count()
+    devices = run.devices or (1 if workers else default_devices())
     mesh = data_mesh(devices) if devices > 1 else None
     if mesh is not None and not run.shard_vocab:
         check_batch_divisible(spec.batch_size, devices)
@@ -233,19 +259,28 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None,
         if checkpoint_path(ckpt_dir).exists():
             state, progress, _ = load_checkpoint(ckpt_dir, state)
         # else: nothing saved yet, start from the beginning
-    if shard_vocab:  # rows split over the devices; batches go to every device whole
-        state = state._replace(params=shard_rows(state.params, mesh))
-        place = lambda arrays: dict(arrays)
+    if workers:
+        streams = WorkerStreams(chunk_fn, workers, root_key, spec.steps_per_chunk,
+                                CHUNKS_PER_WORKER)
+        state = streams.place(state)
+        group_size, train_chunks = streams.chunks_per_round, streams.round
     else:
-        state = replicate(state, mesh)
-        place = lambda arrays: shard_chunk(arrays, mesh)
+        if shard_vocab:  # rows split over the devices; batches go to every device whole
+            state = state._replace(params=shard_rows(state.params, mesh))
+            place = lambda arrays: dict(arrays)
+        else:
+            state = replicate(state, mesh)
+            place = lambda arrays: shard_chunk(arrays, mesh)
+        group_size = 1
+        train_chunks = lambda state, group: chunk_fn(state, place(group[0]), root_key)
     reporter = _Reporter(cfg, total_words, progress.words)
     if not run.quiet:
         reporter.log(f"config: {json.dumps(cfg.to_dict(), separators=(',', ':'))}")
         reporter.log(f"corpus: {corpus.raw_tokens:,} tokens, {len(corpus):,} in vocabulary of "
                      f"{len(vocab):,} words; {spec.layout} batches of {spec.batch_size} × "
                      f"{spec.steps_per_chunk} steps" +
-                     (f" over {devices} devices" if mesh is not None else ""))
+                     (f" over {devices} devices" if mesh is not None else "") +
+                     (f" in {len(workers)} worker streams" if workers else ""))
 
     def checkpoint() -> str | None:
         if not ckpt_dir:
@@ -267,15 +302,16 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None,
                 epoch_loss = [0.0, 0.0]
                 chunks = Prefetcher(epoch_chunks(corpus, spec, epoch))
                 try:
-                    for index, chunk in enumerate(chunks):
-                        if index < progress.chunk:
-                            continue  # resuming: these were trained before the checkpoint
+                    # Resuming: skip the chunks trained before the checkpoint.
+                    todo = ((i, c) for i, c in enumerate(chunks) if i >= progress.chunk)
+                    for group in _groups(todo, group_size):
+                        index, chunk = group[-1]
                         if t_train is None:
                             t_train = time.perf_counter()
                         step_before = steps_done
-                        state, loss_sum, count = chunk_fn(state, place(chunk.arrays), root_key)
+                        state, loss_sum, count = train_chunks(state, [c.arrays for _, c in group])
                         loss_sum, count = float(fetch(loss_sum)), float(fetch(count))
-                        steps_done += spec.steps_per_chunk
+                        steps_done += spec.steps_per_chunk * len(group)
                         if not math.isfinite(loss_sum):
                             raise TrainingDiverged(
                                 f"loss became {loss_sum} in steps {step_before}–{steps_done - 1} "
@@ -284,7 +320,7 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None,
                         progress.words = chunk.words_end
                         progress.loss_sum += loss_sum
                         progress.loss_count += count
-                        progress.examples += chunk.examples
+                        progress.examples += sum(c.examples for _, c in group)
                         epoch_loss[0] += loss_sum
                         epoch_loss[1] += count
                         lr = float(schedule(chunk.words_end))
@@ -337,6 +373,18 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None,
         write_outputs(result)
     result.total_seconds = time.perf_counter() - t_start
     return result
+
+
+def _groups(items: Iterator, size: int) -> Iterator[list]:
+    """Consecutive lists of ``size`` items (the last may be shorter)."""
+    group = []
+    for item in items:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def output_paths(out: str | Path) -> dict[str, Path]:

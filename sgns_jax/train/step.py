@@ -77,7 +77,7 @@ def _loss_and_grads(total: Callable, rows: Any, report: bool):
     The loss value is computed only where ``report`` is true (zeros elsewhere): its forward
     log-sigmoids cost about as much as the rest of the arithmetic, and the gradient never needs
     them (the log-sigmoid's custom JVP uses σ only), so ``make_train_chunk`` reports the loss of
-    each chunk's last step only.
+    each chunk's first step only.
     """
     grads = jax.grad(lambda r: total(r)[0])(rows)
     zero = jnp.zeros((), jnp.float32)
@@ -222,7 +222,7 @@ def make_train_chunk(layer: OutputLayer, transform: optax.GradientTransformation
                      shard_vocab: bool = False) -> Callable:
     """``chunk(state, arrays, root_key_data) -> (state, loss_sum, count)``, jitted, state donated.
 
-    ``loss_sum`` and ``count`` are those of the chunk's **last** step only (a 1-in-T sample
+    ``loss_sum`` and ``count`` are those of the chunk's **first** step only (a 1-in-T sample
     of the batches; computing every step's loss value costs up to 20% of the step).
 
     ``root_key_data`` is ``jax.random.key_data(root_key)`` (plain uint32, so it can be placed
@@ -250,11 +250,13 @@ def make_train_chunk(layer: OutputLayer, transform: optax.GradientTransformation
                               transform=transform, path=path, stateless=stateless,
                               axis_name=axis_name, report_loss=report)
 
-        # Steps 0..T-2 without the loss value, then the last step with it (a static split: a
-        # lax.cond inside the scan body serialised the step's small ops on the CPU).
+        # Step 0 with the loss value (a chunk's padding is at its end, so step 0 always has
+        # examples), then steps 1..T-1 without it. A static split: a lax.cond inside the scan
+        # body serialised the step's small ops on the CPU.
+        state, loss_sum, count = step(state, jax.tree.map(lambda x: x[0], arrays), True)
         state, _ = jax.lax.scan(lambda s, xs: (step(s, xs, False)[0], None), state,
-                                jax.tree.map(lambda x: x[:-1], arrays))
-        return step(state, jax.tree.map(lambda x: x[-1], arrays), True)
+                                jax.tree.map(lambda x: x[1:], arrays))
+        return state, loss_sum, count
 
     if shard_vocab and mesh is None:
         raise ValueError("shard_vocab needs a mesh")
