@@ -47,8 +47,10 @@ def op_sources(hlo_text: str) -> dict[str, str]:
     """HLO instruction name → its result shape and the JAX operation it comes from (the
     instruction's ``op_name`` metadata without the scan's prefix; the opcode if it has none)."""
     out = {}
-    for m in re.finditer(r"^\s*(?:ROOT )?%([\w.\-]+) = (\S+) ([\w\-]+)\(.*$", hlo_text, re.M):
+    for m in re.finditer(r"^\s*(?:ROOT )?%([\w.\-]+) = (\(.*?\)|\S+) ([\w\-]+)\(.*$", hlo_text, re.M):
         name, shape, opcode = m.groups()
+        if shape.startswith("("):  # a tuple (loops): name its largest part
+            shape = max(re.findall(r"\w+\[[\d,]*\]", shape), key=len, default=shape)
         op = re.search(r'op_name="([^"]*)"', m.group(0))
         source = op.group(1) if op else opcode
         for prefix in ("jit(chunk)/", "while/body/", "closed_call/"):
