@@ -17,7 +17,7 @@ WORDS = ("king", "war", "music", "france", "computer", "three")
 def main() -> None:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp()) / "vectors.txt"
     cfg = TrainConfig().replace(data={"corpus": str(bundled("wiki.txt.gz"))},
-                                run={"out": str(out), "epochs": 5})
+                                run={"out": str(out), "epochs": 5, "workers": 2})
     result = train(cfg)
     print(f"\n{result.corpus_tokens:,} tokens × {cfg.run.epochs} epochs in {result.seconds:.1f} s "
           f"= {result.words_per_second:,.0f} words/s (whole run {result.total_seconds:.1f} s); "

@@ -203,7 +203,8 @@ def workers(path):
         out[f"round_step_r{r}"] = int(merged.step)
         out[f"moved_r{r}"] = min(float(np.abs(np.asarray(p.params["w_in"]) - params["w_in"]).max())
                                  for p in parts)
-    runs = [train(config(path, run={"epochs": 2, "quiet": True, "workers": w})) for w in (2, 2, 1)]
+    runs = [train(config(path, loss={"name": "ns", "negative_mode": "pair"},
+                         run={"epochs": 2, "quiet": True, "workers": w})) for w in (2, 2, 1)]
     out["repeat_diff"] = max(float(np.abs(runs[0].params[k] - runs[1].params[k]).max())
                              for k in runs[0].params)
     out["workers_vs_one"] = max(float(np.abs(runs[0].params[k] - runs[2].params[k]).max())

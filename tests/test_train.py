@@ -73,7 +73,7 @@ def test_sparse_equals_dense_for_sgd(corpus_file, loss, mode):
 def test_lazy_sparse_step_equals_dense_step_from_fresh_state(corpus_file, optimizer):
     """One step from a fresh state: untouched rows have zero moments, so the dense optax update
     leaves them unchanged too and the lazy row-wise update must equal the dense one."""
-    cfg = tiny_config(corpus_file, optim={"optimizer": optimizer})
+    cfg = tiny_config(corpus_file, optim={"optimizer": optimizer}, loss={"negative_mode": "pair"})
     corpus = encode_corpus(corpus_file, min_count=1)
     layer = build_layer(cfg, corpus.vocab.counts)
     transform, stateless = make_transform(optimizer)
@@ -265,7 +265,7 @@ def test_chunk_equals_its_steps_and_reports_the_first_steps_loss(update):
     from sgns_jax.train.step import make_train_chunk
 
     v, d, t, b = 40, 8, 3, 16
-    cfg = TrainConfig().replace(model={"dim": d})
+    cfg = TrainConfig().replace(model={"dim": d}, loss={"negative_mode": "pair"})
     layer = build_layer(cfg, np.arange(v, 0, -1))
     transform, stateless = make_transform("sgd")
     schedule = make_schedule(cfg, 10**4)

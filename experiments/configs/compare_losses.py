@@ -32,8 +32,8 @@ def get_config(quick: bool = False) -> dict:
         "strategies": {
             "full": {"name": "full"},
             "hs": {"name": "hs"},
-            "ns5": {"name": "ns", "negative": 5},
-            "ns15": {"name": "ns", "negative": 15},
+            "ns5": {"name": "ns", "negative": 5, "negative_mode": "pair"},
+            "ns15": {"name": "ns", "negative": 15, "negative_mode": "pair"},
             "nce": {"name": "nce", "negative": 5},
             "sampled": {"name": "sampled", "shared_samples": 64},
         },

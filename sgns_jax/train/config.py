@@ -44,7 +44,9 @@ class ModelConfig:
 class LossConfig:
     name: str = "ns"
     negative: int = 5
-    negative_mode: str = "pair"
+    # None: "window" for skip-gram (the fastest sampling mode within gensim's quality in
+    # experiments/bench_vs_gensim.py), "pair" for CBOW (word2vec's; window is skip-gram only)
+    negative_mode: str | None = None
     shared_samples: int = 64
     ns_exponent: float = 0.75
     softmax_chunk: int = 32768
@@ -140,6 +142,13 @@ _SECTION = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "optim
             "run": RunConfig}
 
 
+def negative_mode(cfg: TrainConfig) -> str:
+    """The NS sampling mode: as configured, or window (skip-gram) / pair (CBOW) by default."""
+    if cfg.loss.negative_mode is not None:
+        return cfg.loss.negative_mode
+    return "pair" if cfg.model.cbow else "window"
+
+
 def default_batch_size(cfg: TrainConfig) -> int:
     """Rows per step when not given: pairs (pairs layout) or centres (windows layout).
 
@@ -147,7 +156,7 @@ def default_batch_size(cfg: TrainConfig) -> int:
     diverge when a batch stacks too many updates on the same rows (hierarchical softmax's root
     is on every path, so it needs the smallest batches).
     """
-    name, mode = cfg.loss.name, cfg.loss.negative_mode
+    name, mode = cfg.loss.name, negative_mode(cfg)
     if name == "hs":
         return 256
     if name == "full":
@@ -167,7 +176,7 @@ def validate(cfg: TrainConfig) -> None:
         (m.dim >= 1, f"dim must be >= 1, got {m.dim}"),
         (l.name in LOSSES, f"unknown loss {l.name!r}; choose one of {', '.join(LOSSES)}"),
         (l.negative >= 1, f"negative must be >= 1, got {l.negative}"),
-        (l.negative_mode in NEGATIVE_MODES,
+        (l.negative_mode is None or l.negative_mode in NEGATIVE_MODES,
          f"unknown negative mode {l.negative_mode!r}; choose one of {', '.join(NEGATIVE_MODES)}"),
         (not (m.cbow and l.name == "ns" and l.negative_mode == "window"),
          "negative mode 'window' is for skip-gram; CBOW takes 'pair' or 'batch'"),

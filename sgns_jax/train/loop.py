@@ -29,7 +29,7 @@ from sgns_jax.evaluation.formats import save_word2vec
 from sgns_jax.io_utils import atomic_open, atomic_write, check_writable
 from sgns_jax.losses import OutputLayer, make_output_layer
 from sgns_jax.train.checkpoint import Progress, checkpoint_path, load_checkpoint, save_checkpoint
-from sgns_jax.train.config import TrainConfig, default_batch_size
+from sgns_jax.train.config import TrainConfig, default_batch_size, negative_mode
 from sgns_jax.train.parallel import (check_batch_divisible, data_mesh, fetch, pad_rows,
                                      replicate, shard_chunk, shard_rows)
 from sgns_jax.train.step import TrainState, init_params, init_state, make_train_chunk
@@ -128,7 +128,7 @@ def make_schedule(cfg: TrainConfig, total_words: int) -> optax.Schedule:
 
 def build_layer(cfg: TrainConfig, counts: np.ndarray) -> OutputLayer:
     l = cfg.loss
-    return make_output_layer(l.name, counts, negatives=l.negative, negative_mode=l.negative_mode,
+    return make_output_layer(l.name, counts, negatives=l.negative, negative_mode=negative_mode(cfg),
                              shared_samples=l.shared_samples, ns_exponent=l.ns_exponent,
                              cbow=cfg.model.cbow, softmax_chunk=l.softmax_chunk)
 
@@ -221,6 +221,8 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None,
     counted as training time. ``cfg.run.max_seconds`` stops training once the budget is spent.
     """
     t_start = time.perf_counter()
+    if cfg.loss.negative_mode is None:  # record the default's choice in the saved config
+        cfg = cfg.replace(loss={"negative_mode": negative_mode(cfg)})
     run = cfg.run
     workers = worker_devices(run.workers) if run.workers > 1 else None
     start_distributed(cfg)
