@@ -48,7 +48,8 @@ def register(sub, add_corpus_flags) -> None:
     g.add_argument("--cbow", action="store_true", help="CBOW instead of skip-gram")
     g.add_argument("--loss", choices=["full", "hs", "ns", "nce", "sampled"])
     g.add_argument("--negative", type=int, help="K noise words per pair (ns, nce)")
-    g.add_argument("--negative-mode", choices=["pair", "window", "batch"])
+    g.add_argument("--negative-mode", choices=["pair", "window", "batch"],
+                   help="how NS draws noise (default: window for skip-gram, pair for CBOW)")
     g.add_argument("--shared-samples", type=int, help="S shared noise words (ns batch mode, sampled)")
     g.add_argument("--ns-exponent", type=float)
     g.add_argument("--softmax-chunk", type=int)
