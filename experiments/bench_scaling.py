@@ -32,7 +32,8 @@ def child(args) -> dict:
     cfg = TrainConfig().replace(
         data={"corpus": args.corpus or str(bundled("wiki.txt.gz"))},
         loss={"name": args.loss, "negative_mode": args.negative_mode},
-        optim={"batch_size": args.batch_size}, run={"epochs": args.epochs, "quiet": True})
+        optim={"batch_size": args.batch_size},
+        run={"epochs": args.epochs, "quiet": True, "devices": jax.device_count()})
     corpus = load_corpus(cfg)
     layer = build_layer(cfg, corpus.vocab.counts)
     spec = batch_spec(cfg, layer)
