@@ -211,6 +211,31 @@ def workers(path):
                                 for k in runs[0].params)
     out["losses"] = [runs[0].epoch_losses, runs[2].epoch_losses]
     out["examples"] = [runs[0].examples, runs[2].examples]
+
+    # Interrupted after the second round (SIGINT from the callback), resumed: same vectors.
+    import signal
+
+    from sgns_jax.train.loop import TrainingInterrupted
+
+    rounds = [0]
+
+    def interrupt(event):
+        rounds[0] += 1
+        if rounds[0] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with tempfile.TemporaryDirectory() as ckpt:
+        def cfg(**run):
+            return config(path, loss={"name": "ns", "negative_mode": "pair"},
+                          run={"epochs": 2, "quiet": True, "workers": 2, "checkpoint_dir": ckpt, **run})
+        try:
+            train(cfg(), callback=interrupt)
+            out["interrupted"] = False
+        except TrainingInterrupted:
+            out["interrupted"] = True
+        resumed = train(cfg(resume=True))
+    out["resume_diff"] = max(float(np.abs(resumed.params[k] - runs[0].params[k]).max())
+                             for k in resumed.params)
     return out
 
 

@@ -97,7 +97,8 @@ def test_vocabulary_sharded_training_run_equals_one_device():
 def test_worker_streams_merge_their_updates_and_repeat():
     """Hogwild-style worker streams (two CPU devices): a round equals base + Σ (worker − base)
     with each worker's chunks run on its own; the same run twice gives the same vectors; the
-    loss follows the one-stream run's (the updates differ by the staleness only)."""
+    loss follows the one-stream run's (the updates differ by the staleness only); a run
+    interrupted and resumed from its checkpoint ends with the uninterrupted run's vectors."""
     r = run_check("workers", devices=2)
     for chunks_per_worker in (1, 2):
         assert r[f"moved_r{chunks_per_worker}"] > 1e-3
@@ -108,3 +109,4 @@ def test_worker_streams_merge_their_updates_and_repeat():
     assert r["examples"][0] == r["examples"][1]  # every chunk trained exactly once
     for two, one in zip(*r["losses"]):
         assert abs(two - one) <= 0.05 * one, r["losses"]
+    assert r["interrupted"] and r["resume_diff"] == 0.0  # SIGINT, checkpoint, --resume
