@@ -6,6 +6,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import jax
+
 from sgns_jax.evaluation.benchmarks import bundled, evaluate_all, format_table
 from sgns_jax.evaluation.embeddings import Embeddings
 from sgns_jax.train.config import TrainConfig
@@ -16,8 +18,11 @@ WORDS = ("king", "war", "music", "france", "computer", "three")
 
 def main() -> None:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp()) / "vectors.txt"
+    # Two worker streams on the CPU (its cores), one on an accelerator.
+    jax.config.update("jax_num_cpu_devices", 2)
+    workers = 2 if jax.default_backend() == "cpu" else 1
     cfg = TrainConfig().replace(data={"corpus": str(bundled("wiki.txt.gz"))},
-                                run={"out": str(out), "epochs": 5, "workers": 2})
+                                run={"out": str(out), "epochs": 5, "workers": workers})
     result = train(cfg)
     print(f"\n{result.corpus_tokens:,} tokens × {cfg.run.epochs} epochs in {result.seconds:.1f} s "
           f"= {result.words_per_second:,.0f} words/s (whole run {result.total_seconds:.1f} s); "
