@@ -43,7 +43,7 @@ def child(args) -> dict:
         model = Word2Vec(LineSentence(args.corpus), sg=1, vector_size=SETTINGS["dim"],
                          window=SETTINGS["window"], negative=0 if hs else SETTINGS["negative"],
                          hs=int(hs), sample=SETTINGS["sample"], min_count=SETTINGS["min_count"],
-                         alpha=SETTINGS["alpha"], epochs=args.epochs, workers=2, seed=1)
+                         alpha=SETTINGS["alpha"], epochs=args.epochs, workers=2, seed=1 + args.seed)
         train_s = time.perf_counter() - t  # gensim's build_vocab + train
         model.wv.save_word2vec_format(out)
         tokens = model.corpus_total_words
@@ -57,14 +57,14 @@ def child(args) -> dict:
                   "sample": SETTINGS["sample"], "cache_dir": ""},
             model={"dim": SETTINGS["dim"]}, loss=loss,
             optim={"learning_rate": SETTINGS["alpha"], **optim},
-            run={"epochs": args.epochs, "out": out, "quiet": True, **run})
+            run={"epochs": args.epochs, "out": out, "quiet": True, "seed": args.seed, **run})
         result = train(cfg)
         train_s = result.seconds
         tokens = result.corpus_tokens
     e2e = time.perf_counter() - T0
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     scores = evaluate_all(Embeddings.load(out))
-    return {"side": args.side, "mode": args.mode, "epochs": args.epochs, "e2e_s": e2e,
+    return {"side": args.side, "mode": args.mode, "epochs": args.epochs, "seed": args.seed, "e2e_s": e2e,
             "train_s": train_s, "words_per_s": tokens * args.epochs / train_s, "rss_mb": rss_mb,
             "analogy": scores["analogy"], "wordsim353": scores["wordsim353"]["spearman"],
             "simlex999": scores["simlex999"]["spearman"]}
@@ -103,6 +103,7 @@ def main() -> None:
     p.add_argument("--corpus")
     p.add_argument("--epochs", default="1,5")
     p.add_argument("--runs", help="comma-separated side:mode list (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of both sides (gensim's is seed + 1)")
     p.add_argument("--out", help="write all measurements here as JSON")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--side", help=argparse.SUPPRESS)
@@ -122,7 +123,8 @@ def main() -> None:
             runs = [tuple(r.split(":")) for r in args.runs.split(",")] if args.runs else RUNS
             for side, mode in runs:
                 cmd = [sys.executable, __file__, "--child", "--side", side, "--mode", mode,
-                       "--epochs", str(epochs), "--corpus", args.corpus, "--tmp", tmp]
+                       "--epochs", str(epochs), "--corpus", args.corpus, "--tmp", tmp,
+                       "--seed", str(args.seed)]
                 r = subprocess.run(cmd, capture_output=True, text=True)
                 if r.returncode != 0:
                     sys.exit(f"{side} {mode} failed:\n{r.stderr[-2000:]}")
