@@ -44,8 +44,9 @@ class ModelConfig:
 class LossConfig:
     name: str = "ns"
     negative: int = 5
-    # None: "window" for skip-gram (the fastest sampling mode within gensim's quality in
-    # experiments/bench_vs_gensim.py), "pair" for CBOW (word2vec's; window is skip-gram only)
+    # None: "window" for skip-gram (with "batch" the fastest within gensim's quality in
+    # experiments/bench_vs_gensim.py, and stable at higher learning rates; README,
+    # Performance), "pair" for CBOW (word2vec's; window is skip-gram only)
     negative_mode: str | None = None
     shared_samples: int = 64
     ns_exponent: float = 0.75
