@@ -29,7 +29,8 @@ from sgns_jax.evaluation.formats import save_word2vec
 from sgns_jax.io_utils import atomic_open, atomic_write, check_writable
 from sgns_jax.losses import OutputLayer, make_output_layer
 from sgns_jax.train.checkpoint import Progress, checkpoint_path, load_checkpoint, save_checkpoint
-from sgns_jax.train.config import TrainConfig, default_batch_size, negative_mode
+from sgns_jax.train.config import (TrainConfig, default_batch_size, default_steps_per_chunk,
+                                   negative_mode)
 from sgns_jax.train.parallel import (check_batch_divisible, data_mesh, fetch, pad_rows,
                                      replicate, shard_chunk, shard_rows)
 from sgns_jax.train.step import TrainState, init_params, init_state, make_train_chunk
@@ -134,9 +135,10 @@ def build_layer(cfg: TrainConfig, counts: np.ndarray) -> OutputLayer:
 
 
 def batch_spec(cfg: TrainConfig, layer: OutputLayer) -> BatchSpec:
-    return BatchSpec(layout=layer.layout, batch_size=cfg.optim.batch_size or default_batch_size(cfg),
-                     steps_per_chunk=cfg.optim.steps_per_chunk, window=cfg.data.window,
-                     sample=cfg.data.sample, seed=cfg.run.seed)
+    batch_size = cfg.optim.batch_size or default_batch_size(cfg)
+    return BatchSpec(layout=layer.layout, batch_size=batch_size,
+                     steps_per_chunk=default_steps_per_chunk(cfg, batch_size),
+                     window=cfg.data.window, sample=cfg.data.sample, seed=cfg.run.seed)
 
 
 def load_corpus(cfg: TrainConfig) -> Corpus:
