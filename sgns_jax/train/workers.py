@@ -32,7 +32,7 @@ from sgns_jax.train.step import TrainState
 # sums them (~10–17 ms for V = 16k, D = 100 on the 2-core development machine). Measured with
 # experiments/bench_vs_gensim.py (5 epochs, 2 workers): R = 1, 2, 4 gave per-pair NS 0.63×,
 # 0.67×, 0.69× gensim's words/s with 3.25%, 3.32%, 2.74% analogies (one stream: 3.14%); R = 4's
-# staleness (R·T·B = 131k pairs) cost about half a point in every mode, R = 2 did not.
+# staleness (R·T·B = 131k pairs per worker) cost about half a point in every mode, R = 2 not.
 CHUNKS_PER_WORKER = 2
 
 
