@@ -33,7 +33,9 @@ FLAGS = {
 def register(sub, add_corpus_flags) -> None:
     S = argparse.SUPPRESS
     p = sub.add_parser("train", help="train word vectors", argument_default=S,
-                       description="Train skip-gram (or CBOW) vectors. Defaults follow word2vec.")
+                       description="Train skip-gram (or CBOW) vectors. Defaults follow word2vec, "
+                                   "except window-shared negatives (--negative-mode pair is "
+                                   "word2vec's).")
     p.add_argument("corpus", nargs="?", help="text file (.gz/.bz2 too) or a directory of them")
     p.add_argument("--config", help="JSON or TOML file with [data] [model] [loss] [optim] [run]")
     g = p.add_argument_group("data")

@@ -2,7 +2,8 @@
 
 Defaults follow word2vec / gensim skip-gram: dim 100, window 5, negative 5, ns_exponent 0.75,
 sample 1e-3, min_count 5, learning rate 0.025 decayed linearly to 0.025·1e-4 over all training
-words, 5 epochs. Built from CLI flags or a JSON/TOML file with the same nested keys; saved
+words, 5 epochs — except that negative sampling shares each window's negatives (``window``
+mode, the fastest at equal quality; ``negative_mode="pair"`` is word2vec's). Built from CLI flags or a JSON/TOML file with the same nested keys; saved
 beside every output as JSON.
 """
 
