@@ -20,6 +20,7 @@ SGD only (optimizer state would need its own merge rule).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -39,6 +40,18 @@ CHUNKS_PER_WORKER = 2
 def _merge(base: dict, *workers: dict) -> dict:
     """base + Σ_w (worker_w − base), table by table."""
     return {k: base[k] + sum(w[k] - base[k] for w in workers) for k in base}
+
+
+@dataclass
+class _Worker:
+    """One stream of a round: its state (on its device), its chunks, and their losses."""
+
+    state: TrainState
+    chunks: Sequence[Mapping[str, Any]]
+    device: jax.Device
+    key: jax.Array
+    losses: list = field(default_factory=list)
+    counts: list = field(default_factory=list)
 
 
 class WorkerStreams:
@@ -76,24 +89,26 @@ class WorkerStreams:
         if len(groups) == 1:  # one worker's worth (an epoch's tail): no copy, no merge
             return self._run(state, groups[0], self.devices[0], self.keys[0])
         step0 = state.step
-        streams = []
+        workers = []
         for w, group in enumerate(groups):
             device = self.devices[w]
             start = jax.tree.map(jnp.copy, state) if w == 0 else jax.device_put(state, device)
             start = start._replace(step=jax.device_put(step0 + w * r * self.steps_per_chunk, device))
-            streams.append([start, group, device, self.keys[w], [], []])
+            workers.append(_Worker(start, group, device, self.keys[w]))
         # Dispatch chunk by chunk across the workers so every device always has work queued.
         for i in range(r):
-            for s in streams:
-                if i < len(s[1]):
-                    s[0], loss, count = self.chunk_fn(s[0], jax.device_put(s[1][i], s[2]), s[3])
-                    s[4].append(loss)
-                    s[5].append(count)
+            for worker in workers:
+                if i < len(worker.chunks):
+                    worker.state, loss, count = self.chunk_fn(
+                        worker.state, jax.device_put(worker.chunks[i], worker.device), worker.key)
+                    worker.losses.append(loss)
+                    worker.counts.append(count)
         first = self.devices[0]
-        params = self.merge(state.params, *[jax.device_put(s[0].params, first) for s in streams])
-        steps = sum(len(g) for g in groups) * self.steps_per_chunk
-        loss = sum(jax.device_put(x, first) for s in streams for x in s[4])
-        count = sum(jax.device_put(x, first) for s in streams for x in s[5])
+        params = self.merge(state.params,
+                            *[jax.device_put(worker.state.params, first) for worker in workers])
+        steps = len(chunks) * self.steps_per_chunk
+        loss = sum(jax.device_put(x, first) for worker in workers for x in worker.losses)
+        count = sum(jax.device_put(x, first) for worker in workers for x in worker.counts)
         return TrainState(params, state.opt_state, step0 + steps), loss, count
 
     def _run(self, state, group, device, key):
