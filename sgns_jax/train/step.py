@@ -79,9 +79,10 @@ def _loss_and_grads(total: Callable, rows: Any, report: bool):
     them (the log-sigmoid's custom JVP uses σ only), so ``make_train_chunk`` reports the loss of
     each chunk's first step only.
     """
-    grads = jax.grad(lambda r: total(r)[0])(rows)
+    if report:
+        return jax.value_and_grad(total, has_aux=True)(rows)
     zero = jnp.zeros((), jnp.float32)
-    return (total(rows) if report else (zero, zero)), grads
+    return (zero, zero), jax.grad(lambda r: total(r)[0])(rows)
 
 
 def _group_by_table(lookups, grads, params):
