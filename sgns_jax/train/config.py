@@ -3,8 +3,8 @@
 Defaults follow word2vec / gensim skip-gram: dim 100, window 5, negative 5, ns_exponent 0.75,
 sample 1e-3, min_count 5, learning rate 0.025 decayed linearly to 0.025·1e-4 over all training
 words, 5 epochs — except that negative sampling shares each window's negatives (``window``
-mode, the fastest at equal quality; ``negative_mode="pair"`` is word2vec's). Built from CLI flags or a JSON/TOML file with the same nested keys; saved
-beside every output as JSON.
+mode, the fastest at equal quality; ``negative_mode="pair"`` is word2vec's). Built from CLI
+flags or a JSON/TOML file with the same nested keys; saved beside every output as JSON.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class ModelConfig:
 class LossConfig:
     name: str = "ns"
     negative: int = 5
-    # None: "window" for skip-gram (with "batch" the fastest within gensim's quality in
+    # None: "window" for skip-gram (the fastest mode within gensim's quality in
     # experiments/bench_vs_gensim.py, and stable at higher learning rates; README,
     # Performance), "pair" for CBOW (word2vec's; window is skip-gram only)
     negative_mode: str | None = None

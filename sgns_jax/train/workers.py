@@ -92,6 +92,8 @@ class WorkerStreams:
         workers = []
         for w, group in enumerate(groups):
             device = self.devices[w]
+            # Every worker trains a copy (the chunk donates its state): the base is kept for
+            # the merge.
             start = jax.tree.map(jnp.copy, state) if w == 0 else jax.device_put(state, device)
             start = start._replace(step=jax.device_put(step0 + w * r * self.steps_per_chunk, device))
             workers.append(_Worker(start, group, device, self.keys[w]))
