@@ -1,6 +1,6 @@
 """Where a training step's time goes: the compiled chunk's ops, timed by the JAX profiler.
 
-    python experiments/profile_step.py [--mode pair|window|batch|hs|all] [--chunks 20]
+    python experiments/profile_step.py [--mode pair|window|batch|hs|all] [--chunks 20] [--batch B]
 
 Builds real chunks from the bundled corpus with the benchmark's settings (dim 100, window 5,
 negative 5, sample 1e-4, min_count 5, default batch sizes), times the jitted chunk (ns per
@@ -59,9 +59,10 @@ def op_sources(hlo_text: str) -> dict[str, str]:
     return out
 
 
-def profile(mode: str, n_chunks: int, top: int) -> dict:
+def profile(mode: str, n_chunks: int, top: int, batch_size: int | None = None) -> dict:
     cfg = TrainConfig().replace(
-        data={"corpus": str(bundled("wiki.txt.gz")), "sample": 1e-4, "min_count": 5}, loss=MODES[mode])
+        data={"corpus": str(bundled("wiki.txt.gz")), "sample": 1e-4, "min_count": 5}, loss=MODES[mode],
+        optim={"batch_size": batch_size})
     corpus = loop.load_corpus(cfg)
     layer = loop.build_layer(cfg, corpus.vocab.counts)
     spec = loop.batch_spec(cfg, layer)
@@ -98,7 +99,6 @@ def profile(mode: str, n_chunks: int, top: int) -> dict:
         if e.get("ph") == "X" and e["name"] in sources:
             per_op[e["name"]] += e["dur"]  # µs
     traced_steps = len(traced) * spec.steps_per_chunk
-    rows_per_step = spec.batch_size
     print(f"\n{mode}: {spec.layout} batches of {spec.batch_size} × {spec.steps_per_chunk} steps, "
           f"{pairs / steps:,.0f} pairs per step; {wall / pairs * 1e9:,.0f} ns per pair, "
           f"{wall / steps * 1e6:,.0f} µs per step (wall)")
@@ -108,7 +108,7 @@ def profile(mode: str, n_chunks: int, top: int) -> dict:
         per_step = us / traced_steps
         ops.append({"op": name, "source": sources[name], "us_per_step": per_step})
         print(f"  {per_step:>8.1f} {per_step * 1e3 * steps / pairs:>8.0f}  {name:<26} {sources[name]}")
-    return {"mode": mode, "batch": rows_per_step, "ns_per_pair": wall / pairs * 1e9,
+    return {"mode": mode, "batch": spec.batch_size, "ns_per_pair": wall / pairs * 1e9,
             "us_per_step": wall / steps * 1e6, "ops": ops}
 
 
@@ -117,9 +117,11 @@ def main() -> None:
     p.add_argument("--mode", default="all", choices=["all", *MODES])
     p.add_argument("--chunks", type=int, default=20)
     p.add_argument("--top", type=int, default=12)
+    p.add_argument("--batch", type=int, help="rows per step (default: the mode's default)")
     p.add_argument("--out", help="write the profiles here as JSON")
     args = p.parse_args()
-    results = [profile(m, args.chunks, args.top) for m in (MODES if args.mode == "all" else [args.mode])]
+    results = [profile(m, args.chunks, args.top, args.batch)
+               for m in (MODES if args.mode == "all" else [args.mode])]
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
 
