@@ -308,3 +308,79 @@ def test_cli_vocab_saves_word2vec_vocab(tmp_path):
                 "--save-vocab", str(out))
     assert r.returncode == 0, r.stderr
     assert out.read_text().splitlines()[0] == "the 5"
+
+
+def _windows_by_position(c, spec, epoch=0):
+    """Every example of the windows layout, sorted by its centre's corpus position."""
+    blocks = list(epoch_examples(c, spec, epoch))
+    pos = np.concatenate([b["pos"] for b in blocks])
+    mask = np.concatenate([b["mask"] for b in blocks]).astype(bool)
+    assert np.all(np.diff(pos) > 0)  # corpus order, each centre once
+    return pos, mask
+
+
+@pytest.mark.parametrize("block_tokens", [1 << 20, 333])
+def test_sentences_are_cut_at_kept_words_after_subsampling(tmp_path, block_tokens):
+    """word2vec counts MAX_SENTENCE_LENGTH in words *kept* by subsampling, and never joins two
+    lines. Mutant caught: cutting before subsampling (every sentence then holds ~keep rate ×
+    100 kept words instead of 100), and a block boundary splitting a sentence (block 333)."""
+    rng = np.random.default_rng(12345)  # not the batcher's stream: default_rng([0, 0]) == (0)
+    lines = [" ".join(rng.choice(list("abcdefgh"), p=[.4, .2, .1, .1, .05, .05, .05, .05],
+                                 size=n)) for n in (2600, 900, 1700)]
+    c = encode_corpus(write(tmp_path, "\n".join(lines) + "\n"), min_count=1,
+                      max_sentence_length=250)
+    assert c.line_starts.tolist() == [0, 2600, 3500]
+    spec = BatchSpec(layout="windows", window=1, sample=0.05, sentence_words=100,
+                     block_tokens=block_tokens)
+    pos, mask = _windows_by_position(c, spec)
+    assert 0.3 < pos.size / len(c) < 0.9  # subsampling did drop words
+    starts = np.flatnonzero(~mask[:, 0])  # no left neighbour: a sentence starts here
+    ends = np.append(starts[1:], pos.size)
+    line = c.line_ids(pos)
+    for s, e in zip(starts, ends):
+        assert np.all(line[s:e] == line[s])  # a sentence stays in its line
+        last_of_line = e == pos.size or line[e] != line[s]
+        assert e - s == 100 or (last_of_line and e - s <= 100), (s, e)
+    # Both block sizes give the same examples.
+    ref = _windows_by_position(c, BatchSpec(layout="windows", window=1, sample=0.05,
+                                            sentence_words=100))
+    np.testing.assert_array_equal(pos, ref[0])
+    np.testing.assert_array_equal(mask, ref[1])
+
+
+def test_pairs_follow_word2vec_orientation(tmp_path):
+    """Skip-gram pairs as word2vec.c trains them: the context word is the input (its w_in row
+    is updated), the centre the output. Mutant caught: input = centre."""
+    c = encode_corpus(write(tmp_path, "a b c d e f\n"), min_count=1)
+    spec = BatchSpec(layout="pairs", window=1, sample=0)
+    (block,) = epoch_examples(c, spec, 0)
+    words = np.array(c.vocab.words)
+    got = list(zip(words[block["input"]], words[block["output"]], block["pos"]))
+    # Centre "b" (position 1) is predicted from "a" and "c", in that order.
+    assert got[:3] == [("b", "a", 0), ("a", "b", 1), ("c", "b", 1)]
+
+
+def test_reduced_window_is_uniform_on_1_to_window(tmp_path):
+    """word2vec's dynamic window: each kept centre sees b ~ U{1..window} words on each side.
+    Mutants caught: b drawn from 0..window−1 or 1..window−1 (wrong support), b per block instead
+    of per centre (chi-square over the interior centres)."""
+    rng = np.random.default_rng(1)
+    text = "\n".join(" ".join(rng.choice(list("abcdefghij"), size=600)) for _ in range(20))
+    c = encode_corpus(write(tmp_path, text + "\n"), min_count=1)
+    window = 5
+    spec = BatchSpec(layout="windows", window=window, sample=0, seed=4)
+    pos, mask = _windows_by_position(c, spec)
+    start = c.line_starts[c.line_ids(pos)]
+    rank = pos - start
+    interior = (rank >= window) & (rank < 600 - window)
+    left, right = mask[interior, :window].sum(1), mask[interior, window:].sum(1)
+    np.testing.assert_array_equal(left, right)  # the same b on both sides
+    # Contiguous: the b nearest slots on the left are the ones used.
+    b = left
+    expected = np.arange(window)[None, ::-1] < b[:, None]
+    np.testing.assert_array_equal(mask[interior, :window], expected)
+    observed = np.bincount(b, minlength=window + 1)
+    assert observed[0] == 0 and observed.sum() == interior.sum()
+    e = interior.sum() / window
+    chi2 = np.sum((observed[1:] - e) ** 2 / e)
+    assert chi2 < 18.5, observed  # chi-square with 4 dof: p < 0.001 above 18.47

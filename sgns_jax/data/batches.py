@@ -36,13 +36,14 @@ class BatchSpec:
     sample: float = 1e-3
     seed: int = 0
     block_tokens: int = 1 << 20
+    sentence_words: int = 1000  # word2vec's MAX_SENTENCE_LENGTH, in kept (subsampled) words
 
     def __post_init__(self) -> None:
         check_window(self.window)
         if self.layout not in ("pairs", "windows"):
             raise ConfigError(f"layout must be 'pairs' or 'windows', got {self.layout!r}")
-        if self.batch_size < 1 or self.steps_per_chunk < 1:
-            raise ConfigError("batch_size and steps_per_chunk must be >= 1")
+        if self.batch_size < 1 or self.steps_per_chunk < 1 or self.sentence_words < 1:
+            raise ConfigError("batch_size, steps_per_chunk and sentence_words must be >= 1")
         if self.sample < 0:
             raise ConfigError(f"sample must be >= 0, got {self.sample}")
 
@@ -75,23 +76,58 @@ def _blocks(corpus: Corpus, block_tokens: int) -> Iterator[tuple[int, int]]:
 
 def epoch_examples(corpus: Corpus, spec: BatchSpec, epoch: int) -> Iterator[dict[str, np.ndarray]]:
     """The epoch's examples block by block, each a dict of arrays with a leading example axis
-    plus ``pos`` (int64, corpus position of the example's centre)."""
+    plus ``pos`` (int64, corpus position of the example's centre).
+
+    word2vec's order of operations: subsample each token, then cut every line into sentences
+    of ``spec.sentence_words`` *kept* tokens; windows never cross a sentence. Pairs follow
+    word2vec's skip-gram orientation: ``input`` is the context word, ``output`` the centre.
+    """
     rng = np.random.default_rng([spec.seed, epoch])
     keep_p = keep_probabilities(corpus.vocab.counts, spec.sample)
+    line_starts = np.append(corpus.line_starts, len(corpus))
+    # Kept tokens of a sentence that the block boundary cut: carried into the next block.
+    carry = {"ids": np.zeros(0, np.int32), "pos": np.zeros(0, np.int64),
+             "reduced": np.zeros(0, np.int64)}
     for a, b in _blocks(corpus, spec.block_tokens):
         ids = np.asarray(corpus.ids[a:b])
-        sent = corpus.sentence_ids(a, b)
         kept = np.flatnonzero(rng.random(ids.size) < keep_p[ids])
-        ids, sent = ids[kept], sent[kept]
-        reduced = rng.integers(1, spec.window + 1, size=ids.size)
-        if spec.layout == "pairs":
-            inp, out, row = skipgram_pairs(ids, sent, reduced, spec.window)
-            yield {"input": inp, "output": out, "mask": np.ones(inp.size, np.float32),
-                   "pos": a + kept[row]}
-        else:
-            centre, context, mask, row = context_windows(ids, sent, reduced, spec.window)
-            yield {"centre": centre, "context": context, "mask": mask.astype(np.float32),
-                   "pos": a + kept[row]}
+        block = {"ids": ids[kept].astype(np.int32), "pos": a + kept,
+                 "reduced": rng.integers(1, spec.window + 1, size=kept.size)}
+        block = {k: np.concatenate([carry[k], block[k]]) for k in block}
+        sent = sentence_of_kept(corpus.line_ids(block["pos"]), spec.sentence_words)
+        # A line running on past this block: its last, unfinished sentence waits for the rest.
+        line_ends_here = line_starts[np.searchsorted(line_starts, b)] == b
+        cut = sent.size if line_ends_here or not sent.size else int(np.searchsorted(sent, sent[-1]))
+        carry = {k: v[cut:] for k, v in block.items()}
+        block, sent = {k: v[:cut] for k, v in block.items()}, sent[:cut]
+        if sent.size:
+            yield _layout_examples(block, sent, spec)
+
+
+def sentence_of_kept(line_ids: np.ndarray, sentence_words: int) -> np.ndarray:
+    """Sentence index (int64, increasing) of each kept token, given its line (non-decreasing):
+    each line's kept tokens cut into runs of ``sentence_words``, as word2vec's
+    ``MAX_SENTENCE_LENGTH`` counts the words left after subsampling."""
+    n = line_ids.size
+    if n == 0:
+        return np.zeros(0, np.int64)
+    new_line = np.concatenate([[True], line_ids[1:] != line_ids[:-1]])
+    line_first = np.maximum.accumulate(np.where(new_line, np.arange(n), 0))
+    rank = np.arange(n) - line_first
+    new_sentence = new_line | (rank % sentence_words == 0)
+    return np.cumsum(new_sentence) - 1
+
+
+def _layout_examples(block: dict[str, np.ndarray], sent: np.ndarray,
+                     spec: BatchSpec) -> dict[str, np.ndarray]:
+    ids, pos = block["ids"], block["pos"]
+    if spec.layout == "pairs":
+        centre, context, row = skipgram_pairs(ids, sent, block["reduced"], spec.window)
+        return {"input": context, "output": centre, "mask": np.ones(centre.size, np.float32),
+                "pos": pos[row]}
+    centre, context, mask, row = context_windows(ids, sent, block["reduced"], spec.window)
+    return {"centre": centre, "context": context, "mask": mask.astype(np.float32),
+            "pos": pos[row]}
 
 
 def epoch_chunks(corpus: Corpus, spec: BatchSpec, epoch: int) -> Iterator[Chunk]:

@@ -5,9 +5,12 @@ provisional ids go to a temp file on disk, and the counts come from a bincount. 
 vocabulary is pruned, the provisional ids are remapped block by block into the final array. The
 raw text is never held in memory beyond one block, nor the id stream beyond one block.
 
-Sentences: a line is a sentence; lines longer than ``max_sentence_length`` tokens (after
-dropping out-of-vocabulary words) are cut into pieces, as word2vec cuts at 1000 words, so a
-text8-style single-line corpus still has sentence boundaries. Skip-gram windows never cross them.
+Lines and sentences: the corpus records where each line starts (``line_starts``) and stores
+lines cut into pieces of at most ``max_sentence_length`` in-vocabulary tokens
+(``sentence_starts``), so a text8-style single-line corpus can still be read block by block and
+split into held-out documents. Training windows never cross a line; within a line, word2vec's
+1,000-word sentence cut is applied *after* subsampling, by the batcher
+(:func:`sgns_jax.data.batches.epoch_examples`), as word2vec.c counts kept words.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import numpy as np
 from sgns_jax.data.vocab import Vocabulary, check_vocab_settings
 from sgns_jax.errors import CorpusError
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 BLOCK_BYTES = 1 << 22
 _WHITESPACE = b" \t\n\r\x0b\x0c"
 
@@ -42,30 +45,40 @@ class NotUtf8Warning(UnicodeWarning):
 
 @dataclass(frozen=True)
 class Corpus:
-    """An encoded corpus: the vocabulary, the in-vocabulary token ids, the sentence starts.
+    """An encoded corpus: the vocabulary, the in-vocabulary token ids, lines and sentences.
 
     ``ids`` (int32 [N]) holds only words of the vocabulary, in corpus order (often a read-only
-    memory map). ``sentence_starts`` (int64 [S]) are the offsets in ``ids`` where each sentence
-    begins, increasing, starting at 0. ``raw_tokens`` counts every token read, OOV included.
+    memory map). ``sentence_starts`` (int64 [S]) are the offsets in ``ids`` where each stored
+    sentence (a line, or a piece of a long line) begins, increasing, starting at 0;
+    ``line_starts`` (int64 [L], a subset of them) where each line begins (None: every sentence
+    is a line). ``raw_tokens`` counts every token read, OOV included.
     """
 
     vocab: Vocabulary
     ids: np.ndarray
     sentence_starts: np.ndarray
     raw_tokens: int
+    line_starts: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.line_starts is None:
+            object.__setattr__(self, "line_starts", self.sentence_starts)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
     def select_sentences(self, keep: np.ndarray) -> "Corpus":
         """A corpus (same vocabulary) of the sentences where ``keep`` (bool [S]) is True, in
-        order; ``raw_tokens`` is scaled by the share of tokens kept."""
+        order; ``raw_tokens`` is scaled by the share of tokens kept. A kept piece continues its
+        line only if the piece before it was kept too."""
         all_lengths = np.diff(np.append(self.sentence_starts, len(self)))
         lengths = all_lengths[keep]
         ids = np.asarray(self.ids)[np.repeat(keep, all_lengths)]
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        begins_line = np.isin(self.sentence_starts, self.line_starts)
+        begins_line[1:] |= ~keep[:-1]
         raw = int(round(self.raw_tokens * ids.size / max(len(self), 1)))
-        return Corpus(self.vocab, ids, starts, raw)
+        return Corpus(self.vocab, ids, starts, raw, starts[begins_line[keep]])
 
     def split_heldout(self, fraction: float) -> tuple["Corpus", "Corpus"]:
         """(train, held-out): every ``round(1/fraction)``-th sentence is held out."""
@@ -78,9 +91,13 @@ class Corpus:
         return self.select_sentences(self.sentence_starts < tokens)
 
     def sentence_ids(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Sentence index (int64) of each token in ``ids[start:stop]``."""
+        """Stored-sentence index (int64) of each token in ``ids[start:stop]``."""
         stop = len(self) if stop is None else stop
         return np.searchsorted(self.sentence_starts, np.arange(start, stop), side="right") - 1
+
+    def line_ids(self, positions: np.ndarray) -> np.ndarray:
+        """Line index (int64) of the tokens at ``positions``."""
+        return np.searchsorted(self.line_starts, positions, side="right") - 1
 
 
 def corpus_files(path: str | os.PathLike) -> list[Path]:
@@ -231,7 +248,7 @@ def encode_corpus(
         corpus = _encode(files, work, lowercase, min_count, max_vocab, max_sentence_length)
         if cache_dir is None:  # no cache: keep the arrays in memory, drop the work folder
             corpus = Corpus(corpus.vocab, np.array(corpus.ids), corpus.sentence_starts,
-                            corpus.raw_tokens)
+                            corpus.raw_tokens, corpus.line_starts)
             shutil.rmtree(work, ignore_errors=True)
             return corpus
         try:
@@ -278,8 +295,9 @@ def _encode(files: list[Path], work: Path, lowercase: bool, min_count: int,
     del ids, prov
     os.unlink(prov_path)
     kept_line_ends = np.concatenate(chunks) if chunks else kept_before
-    starts = _sentence_starts(np.append(kept_line_ends, kept_total), max_sentence_length)
-    np.save(work / "sentence_starts.npy", starts)
+    line_ends = np.append(kept_line_ends, kept_total)
+    np.save(work / "sentence_starts.npy", _sentence_starts(line_ends, max_sentence_length))
+    np.save(work / "line_starts.npy", _sentence_starts(line_ends, max(kept_total, 1)))
     vocab.save(work / "vocab.txt")
     (work / "meta.json").write_text(json.dumps({"raw_tokens": total, "tokens": kept_total}))
     return _load_entry(work)
@@ -289,7 +307,8 @@ def _load_entry(entry: Path) -> Corpus:
     meta = json.loads((entry / "meta.json").read_text())
     ids = np.load(entry / "ids.npy", mmap_mode="r")
     return Corpus(Vocabulary.load(entry / "vocab.txt"), ids,
-                  np.load(entry / "sentence_starts.npy"), int(meta["raw_tokens"]))
+                  np.load(entry / "sentence_starts.npy"), int(meta["raw_tokens"]),
+                  np.load(entry / "line_starts.npy"))
 
 
 def _cache_key(files: list[Path], settings: dict) -> str:
