@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 install: $(STAMP)
 
@@ -20,6 +20,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -x
+
+# Everything but the tests marked slow (multi-device subprocesses, experiment runs, statistics).
+test-fast: install
+	$(BIN)/python -m pytest -x -m "not slow"
 
 bench: install
 	$(BIN)/python experiments/bench_pipeline.py

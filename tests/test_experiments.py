@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parent.parent
+pytestmark = pytest.mark.slow  # whole experiment runs
 
 
 def test_compare_losses_quick_writes_a_complete_report(tmp_path):

@@ -116,6 +116,90 @@ def test_hs_loss_is_minus_log_leaf_probability():
         np.testing.assert_allclose(per_pair[b], -logp[batch["output"][b]], rtol=1e-5)
 
 
+def test_hs_matches_a_hand_computed_tree():
+    """Counts A 4, B 2, C 1, D 1. word2vec's merge (strict <: on equal weights the inner node
+    is taken first) builds inner nodes n0 = C+D, n1 = n0+B, n2 = n1+A (root), and the second
+    pick of each merge gets code 1, so, root first: A = [n2:1], B = [n2:0, n1:1],
+    C = [n2:0, n1:0, n0:1], D = [n2:0, n1:0, n0:0]. With code 1 meaning σ(−u·h):
+    p(A) = σ(−x2), p(B) = σ(x2)σ(−x1), p(C) = σ(x2)σ(x1)σ(−x0), p(D) = σ(x2)σ(x1)σ(x0).
+    Mutants caught: the sign convention flipped (p(A) = σ(x2): sums to one all the same), the
+    tie taken by the leaf (B merges before n0), codes read leaf-first."""
+    counts = np.array([4, 2, 1, 1])
+    tree = huffman_codes(counts)
+    paths = [[(int(p), int(c)) for p, c in zip(tree.points[w], tree.codes[w])][:tree.lengths[w]]
+             for w in range(4)]
+    assert paths == [[(2, 1)], [(2, 0), (1, 1)], [(2, 0), (1, 0), (0, 1)],
+                     [(2, 0), (1, 0), (0, 0)]]
+    layer = HierarchicalSoftmax(counts)
+    rng = np.random.default_rng(0)
+    nodes = rng.normal(size=(3, D))
+    h = rng.normal(size=D)
+    x0, x1, x2 = nodes @ h
+    sig = lambda t: 1 / (1 + np.exp(-t))
+    expected = np.log([sig(-x2), sig(x2) * sig(-x1), sig(x2) * sig(x1) * sig(-x0),
+                       sig(x2) * sig(x1) * sig(x0)])
+    params = {"w_in": jnp.asarray(np.tile(h, (4, 1)), jnp.float32),
+              "w_out": jnp.asarray(nodes, jnp.float32)}
+    batch = {"input": jnp.zeros(4, jnp.int32), "output": jnp.arange(4, dtype=jnp.int32),
+             "mask": jnp.ones(4)}
+    lookups = layer.lookups(batch, None)
+    losses, _ = layer.example_losses(
+        {"input": params["w_in"][batch["input"]], "nodes": params["w_out"][lookups["nodes"].ids]},
+        lookups, batch)
+    np.testing.assert_allclose(-np.asarray(losses), expected, rtol=1e-5)
+
+
+def _log_sigmoid(x):
+    return -np.logaddexp(0, -x)
+
+
+def test_nce_equals_its_numpy_formula():
+    """NCE (Mnih & Teh 2012): Δ(w) = u_w·h − log(K·q(w)), loss −log σ(Δ(c)) − Σ_k log σ(−Δ(n_k)),
+    q = counts^0.75 normalised, independent of the module. Mutant caught: the log(K·q)
+    correction removed (the layer would be negative sampling)."""
+    layer = make_output_layer("nce", COUNTS, negatives=4)
+    params = {k: np.asarray(v, np.float64) for k, v in make_params(layer).items()}
+    batch = make_batch(layer)
+    key = jax.random.key(2)
+    noise = np.asarray(layer.sample_noise(key, B))
+    q = COUNTS ** 0.75 / np.sum(COUNTS ** 0.75)
+    ref = 0.0
+    for b in range(B):
+        h = params["w_in"][int(batch["input"][b])]
+        delta = lambda w: params["w_out"][w] @ h - np.log(4 * q[w])
+        loss = -_log_sigmoid(delta(int(batch["output"][b])))
+        loss -= sum(_log_sigmoid(-delta(int(n))) for n in noise[b])
+        ref += float(batch["mask"][b]) * loss
+    _, aux = layer.loss({k: jnp.asarray(v, jnp.float32) for k, v in params.items()}, batch, key)
+    np.testing.assert_allclose(float(aux["sum"]), ref, rtol=1e-5)
+
+
+def test_sampled_softmax_equals_its_numpy_formula():
+    """Sampled softmax (Jean et al. 2015): logits u_w·h − log(S·q(w)) for the target and the S
+    shared samples, a sample equal to the target removed, loss = logsumexp − target logit.
+    Mutants caught: the sign of the target's correction flipped, accidental hits kept."""
+    s_count = 9
+    layer = make_output_layer("sampled", COUNTS, shared_samples=s_count)
+    params = {k: np.asarray(v, np.float64) for k, v in make_params(layer).items()}
+    batch = make_batch(layer)
+    key = jax.random.key(3)
+    samples = np.asarray(layer.sample_noise(key, B))
+    q = COUNTS ** 0.75 / np.sum(COUNTS ** 0.75)
+    corr = lambda w: np.log(s_count * q[w])
+    ref = 0.0
+    hits = 0
+    for b in range(B):
+        h = params["w_in"][int(batch["input"][b])]
+        c = int(batch["output"][b])
+        target = params["w_out"][c] @ h - corr(c)
+        others = [params["w_out"][s] @ h - corr(s) for s in samples if s != c]
+        hits += int(np.sum(samples == c))
+        ref += float(batch["mask"][b]) * (np.logaddexp.reduce([target] + others) - target)
+    _, aux = layer.loss({k: jnp.asarray(v, jnp.float32) for k, v in params.items()}, batch, key)
+    np.testing.assert_allclose(float(aux["sum"]), ref, rtol=1e-5)
+    assert hits > 0  # the accidental-hit rule was exercised
+
+
 # --- gradients ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name, kw", VARIANTS, ids=IDS)
@@ -128,9 +212,13 @@ def test_gradients_match_finite_differences(name, kw):
         key = jax.random.key(3)
         f = lambda p: layer.loss(p, batch, key)[0]
         grads = jax.grad(f)(params)
+        # CBOW's w_in backward pass is word2vec's update, not the gradient (base.cbow_mean;
+        # tested against a transcription of word2vec.c in test_train): check w_out only.
+        checked = ("w_out",) if kw.get("cbow") else ("w_in", "w_out")
         rng = np.random.default_rng(5)
         for _ in range(3):
-            direction = {k: jnp.asarray(rng.normal(size=v.shape)) for k, v in params.items()}
+            direction = {k: jnp.asarray(rng.normal(size=v.shape) if k in checked else np.zeros(v.shape))
+                         for k, v in params.items()}
             eps = 1e-6
             plus = f({k: params[k] + eps * direction[k] for k in params})
             minus = f({k: params[k] - eps * direction[k] for k in params})
@@ -161,6 +249,7 @@ def test_loss_is_jittable_vmappable_and_compiles_once(name, kw):
 
 # --- the sampler -------------------------------------------------------------------------
 
+@pytest.mark.slow  # statistics over many draws / a training run
 def test_sampler_matches_unigram_075():
     counts = np.random.default_rng(0).integers(1, 5000, 1000)
     p = noise_distribution(counts, 0.75)
@@ -196,6 +285,7 @@ def _cos(a, b):
     return float(jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b)))
 
 
+@pytest.mark.slow  # statistics over many draws / a training run
 def test_sampled_gradients_approach_full_softmax_direction():
     """Tiny problem, centred output vectors: the gradient w.r.t. v_w of sampled softmax (one
     draw) and of NS (mean over draws) point along the exact full-softmax gradient."""
@@ -222,8 +312,14 @@ def test_sampled_gradients_approach_full_softmax_direction():
         assert _cos(mean_grad, exact) > 0.9
 
 
+@pytest.mark.slow  # statistics over many draws / a training run
 def test_sgns_factorises_shifted_pmi():
-    """Levy & Goldberg 2014: at convergence with D >= V, u_c·v_w ≈ PMI(w, c) − log K."""
+    """Levy & Goldberg 2014: at convergence with D >= V, u_c·v_w = PMI(w, c) − log K — slope 1
+    and intercept −log K, not just a correlation. word2vec skips a negative equal to the
+    target, which moves each optimum by −log(1 − p(c | w)); that term is removed first.
+    Mutant caught: the noise term averaged over the K negatives instead of summed (intercept 0),
+    and the noise drawn from counts^0.75 while the layer claims ns_exponent 1 (slope ≠ 1).
+    Tolerances: 6 standard errors of the fitted coefficients plus 0.005 for convergence."""
     v, k = 8, 5
     rng = np.random.default_rng(0)
     transition = rng.dirichlet(np.full(v, 0.5), size=v)
@@ -235,7 +331,7 @@ def test_sgns_factorises_shifted_pmi():
     pair_counts = np.zeros((v, v))
     np.add.at(pair_counts, (w, c), 1)
     counts = np.bincount(ids, minlength=v)
-    layer = make_output_layer("ns", counts, negatives=k, ns_exponent=1.0)
+    layer = make_output_layer("ns", counts, negatives=k, ns_exponent=1.0, negative_mode="pair")
     ww, cc = np.nonzero(pair_counts)
     # One example per distinct pair, weighted by its count: the whole corpus in one batch.
     batch = {"input": jnp.asarray(ww, jnp.int32), "output": jnp.asarray(cc, jnp.int32),
@@ -256,11 +352,19 @@ def test_sgns_factorises_shifted_pmi():
         params, state = step(params, state, jax.random.fold_in(jax.random.key(0), i))
     dots = np.asarray(params["w_in"] @ params["w_out"].T)
     q = counts / counts.sum()
-    pmi = np.log(pair_counts / pair_counts.sum(1, keepdims=True) / q[None, :])
+    cond = pair_counts / pair_counts.sum(1, keepdims=True)
     seen = pair_counts > 0
-    assert np.corrcoef(dots[seen], pmi[seen] - np.log(k))[0, 1] > 0.9
+    pmi = np.log(cond[seen] / np.broadcast_to(q[None, :], cond.shape)[seen])
+    y = dots[seen] + np.log1p(-cond[seen])  # remove the skipped-negative term
+    a = np.stack([pmi, np.ones_like(pmi)], 1)
+    (slope, intercept), *_ = np.linalg.lstsq(a, y, rcond=None)
+    resid = y - a @ np.array([slope, intercept])
+    se_slope, se_intercept = np.sqrt(np.diag(resid @ resid / (len(y) - 2) * np.linalg.inv(a.T @ a)))
+    assert abs(slope - 1) < 6 * se_slope + 0.005, (slope, se_slope)
+    assert abs(intercept + np.log(k)) < 6 * se_intercept + 0.005, (intercept, se_intercept)
 
 
+@pytest.mark.slow  # statistics over many draws / a training run
 def test_negative_modes_agree_in_expectation():
     """Mean gradient over many keys: window-shared and batch-shared equal per-pair NS."""
     rng = np.random.default_rng(3)

@@ -12,6 +12,7 @@ import pytest
 
 HERE = Path(__file__).parent
 CHECKS = HERE / "multidevice_checks.py"
+pytestmark = pytest.mark.slow  # each check starts JAX in a subprocess with simulated devices
 
 
 def run_check(*args, devices=8, timeout=600):

@@ -136,8 +136,7 @@ def epoch_chunks(corpus: Corpus, spec: BatchSpec, epoch: int) -> Iterator[Chunk]
     n_words = len(corpus)
     base = epoch * n_words
 
-    def emit(parts: list[dict[str, np.ndarray]], last_words: int) -> Chunk:
-        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    def emit(cat: dict[str, np.ndarray]) -> Chunk:
         count = cat["pos"].shape[0]
         if count < rows:  # pad the ragged tail: zero mask, ids 0, positions at the epoch's end
             pad = rows - count
@@ -147,22 +146,30 @@ def epoch_chunks(corpus: Corpus, spec: BatchSpec, epoch: int) -> Iterator[Chunk]
         arrays = {k: v.reshape((spec.steps_per_chunk, spec.batch_size) + v.shape[1:])
                   for k, v in cat.items()}
         arrays["words"] = (base + pos[:, 0]).astype(np.float32)
-        return Chunk(arrays, base + last_words, count)
+        return Chunk(arrays, base + int(pos[0, 0]), count)  # words_end set by the caller
 
+    # A chunk is yielded once the next one exists: its words_end is where the next chunk's
+    # first example sits (the epoch's end for the last chunk).
+    pending: Chunk | None = None
     leftover: dict[str, np.ndarray] | None = None  # fewer than `rows` examples
     for block in epoch_examples(corpus, spec, epoch):
         cat = block if leftover is None else {k: np.concatenate([leftover[k], block[k]]) for k in block}
         count = cat["pos"].shape[0]
         start = 0
         while count - start >= rows:
-            head = {k: v[start:start + rows] for k, v in cat.items()}
+            chunk = emit({k: v[start:start + rows] for k, v in cat.items()})
+            if pending is not None:
+                yield pending._replace(words_end=chunk.words_end)
+            pending = chunk
             start += rows
-            # Words read by the end of this chunk: up to the next example's centre.
-            next_pos = int(cat["pos"][start]) if start < count else int(head["pos"][-1]) + 1
-            yield emit([head], next_pos)
         leftover = {k: v[start:].copy() for k, v in cat.items()}
     if leftover is not None and leftover["pos"].shape[0] > 0:
-        yield emit([leftover], n_words)
+        chunk = emit(leftover)
+        if pending is not None:
+            yield pending._replace(words_end=chunk.words_end)
+        pending = chunk
+    if pending is not None:
+        yield pending._replace(words_end=base + n_words)
 
 
 class Prefetcher:

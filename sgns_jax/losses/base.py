@@ -19,7 +19,8 @@ pure function for ``jit``/``grad``/``vmap``; the sparse trainer instead differen
 
 Batch layouts (see ``sgns_jax.data.batches``): skip-gram pairs ``{input [B], output [B],
 mask [B]}``; windows ``{centre [B], context [B, C], mask [B, C]}``. For CBOW the input vector is
-the masked mean of the context vectors and the target is the centre.
+the masked mean of the context vectors and the target is the centre; its backward pass is
+word2vec's update (:func:`cbow_mean`), not the mean's gradient.
 """
 
 from __future__ import annotations
@@ -53,6 +54,29 @@ def log_sigmoid(x: Array) -> Array:
 def _log_sigmoid_jvp(primals, tangents):
     (x,), (dx,) = primals, tangents
     return log_sigmoid(x), jax.nn.sigmoid(-x) * dx
+
+
+@jax.custom_vjp
+def cbow_mean(x_BxCxD: Array, mask_BxC: Array) -> Array:
+    """[B, D]: the masked mean of the context vectors, with word2vec's CBOW backward pass.
+
+    word2vec.c and gensim (``cbow_mean=1``) average the contexts for the forward pass but add
+    the *whole* error ``neu1e`` to every context row, not 1/|C| of it as the mean's gradient
+    would; this VJP does the same, so CBOW trains at word2vec's step sizes (its default lr is
+    0.05). The w_out gradients are exact; the w_in "gradient" is |C| times the true one.
+    """
+    return jnp.einsum("bcd,bc->bd", x_BxCxD, mask_BxC) / jnp.maximum(mask_BxC.sum(-1), 1.0)[:, None]
+
+
+def _cbow_mean_fwd(x, mask):
+    return cbow_mean(x, mask), mask
+
+
+def _cbow_mean_bwd(mask_BxC, g_BxD):
+    return g_BxD[:, None, :] * mask_BxC[..., None], jnp.zeros_like(mask_BxC)
+
+
+cbow_mean.defvjp(_cbow_mean_fwd, _cbow_mean_bwd)
 
 
 def gather_rows(params: Params, lookups: Mapping[str, Lookup]) -> dict[str, Array]:
@@ -91,11 +115,7 @@ class OutputLayer:
 
     def input_vectors(self, rows: Mapping[str, Array], batch: Batch) -> Array:
         """[B, D]: the centre's vector, or (CBOW) the masked mean of the context vectors."""
-        x = rows["input"]
-        if not self.cbow:
-            return x
-        m = batch["mask"]
-        return jnp.einsum("bcd,bc->bd", x, m) / jnp.maximum(m.sum(-1), 1.0)[:, None]
+        return cbow_mean(rows["input"], batch["mask"]) if self.cbow else rows["input"]
 
     def batch_rows(self, batch: Batch) -> int:
         return batch["mask"].shape[0]

@@ -29,8 +29,8 @@ def huffman_codes(counts: np.ndarray) -> HuffmanTree:
     """Build the tree in O(V log V) (a sort, then word2vec's linear two-queue merge).
 
     Deterministic on ties: words are ordered by count descending with a stable sort (ties keep
-    their index order), and on equal weights the merge takes the leaf before the inner node, as
-    word2vec does. V = 1 gives an empty code (a tree with no decision); V = 2 one bit each.
+    their index order), and on equal weights the merge takes the inner node before the leaf
+    (word2vec's strict ``<`` in CreateBinaryTree). V = 1 gives an empty code (a tree with no decision); V = 2 one bit each.
     """
     counts = np.asarray(counts, dtype=np.int64)
     v = counts.size

@@ -57,7 +57,7 @@ def register(sub, add_corpus_flags) -> None:
     g.add_argument("--softmax-chunk", type=int)
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", choices=["sgd", "adagrad", "adam"])
-    g.add_argument("--alpha", "--lr", dest="alpha", type=float, help="initial learning rate")
+    g.add_argument("--alpha", "--lr", dest="alpha", type=float, help="initial learning rate (default: 0.025 skip-gram, 0.05 CBOW)")
     g.add_argument("--min-alpha-ratio", type=float, help="final lr = alpha × this")
     g.add_argument("--schedule", choices=["linear", "constant", "cosine"])
     g.add_argument("--update", choices=["sparse", "dense"])

@@ -1,8 +1,8 @@
 """The training configuration: one frozen dataclass tree (data, model, loss, optim, run).
 
-Defaults follow word2vec / gensim skip-gram: dim 100, window 5, negative 5, ns_exponent 0.75,
-sample 1e-3, min_count 5, learning rate 0.025 decayed linearly to 0.025·1e-4 over all training
-words, 5 epochs — except that negative sampling shares each window's negatives (``window``
+Defaults follow word2vec: dim 100, window 5, negative 5, ns_exponent 0.75, sample 1e-3,
+min_count 5, learning rate 0.025 for skip-gram and 0.05 for CBOW (word2vec.c's ``-alpha``
+defaults) decayed linearly to lr·1e-4 over all training words, 5 epochs — except that negative sampling shares each window's negatives (``window``
 mode, the fastest at equal quality; ``negative_mode="pair"`` is word2vec's). Built from CLI
 flags or a JSON/TOML file with the same nested keys; saved beside every output as JSON.
 """
@@ -57,7 +57,7 @@ class LossConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     optimizer: str = "sgd"
-    learning_rate: float = 0.025
+    learning_rate: float | None = None  # None: 0.025 skip-gram, 0.05 CBOW (word2vec.c)
     min_learning_rate_ratio: float = 1e-4
     schedule: str = "linear"
     update: str = "sparse"
@@ -151,6 +151,13 @@ def negative_mode(cfg: TrainConfig) -> str:
     return "pair" if cfg.model.cbow else "window"
 
 
+def learning_rate(cfg: TrainConfig) -> float:
+    """The initial learning rate: as configured, or word2vec.c's default for the model."""
+    if cfg.optim.learning_rate is not None:
+        return cfg.optim.learning_rate
+    return 0.05 if cfg.model.cbow else 0.025
+
+
 def default_batch_size(cfg: TrainConfig) -> int:
     """Rows per step when not given: pairs (pairs layout) or centres (windows layout).
 
@@ -196,7 +203,8 @@ def validate(cfg: TrainConfig) -> None:
         (l.ns_exponent >= 0, f"ns_exponent must be >= 0, got {l.ns_exponent}"),
         (l.softmax_chunk >= 1, f"softmax_chunk must be >= 1, got {l.softmax_chunk}"),
         (o.optimizer in OPTIMIZERS, f"unknown optimizer {o.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"),
-        (o.learning_rate > 0, f"learning_rate must be > 0, got {o.learning_rate}"),
+        (o.learning_rate is None or o.learning_rate > 0,
+         f"learning_rate must be > 0, got {o.learning_rate}"),
         (0 <= o.min_learning_rate_ratio <= 1, "min_learning_rate_ratio must be in [0, 1]"),
         (o.schedule in SCHEDULES, f"unknown schedule {o.schedule!r}; choose one of {', '.join(SCHEDULES)}"),
         (o.update in UPDATE_PATHS, f"unknown update path {o.update!r}; choose sparse or dense"),

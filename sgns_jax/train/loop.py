@@ -30,7 +30,7 @@ from sgns_jax.io_utils import atomic_open, atomic_write, check_writable
 from sgns_jax.losses import OutputLayer, make_output_layer
 from sgns_jax.train.checkpoint import Progress, checkpoint_path, load_checkpoint, save_checkpoint
 from sgns_jax.train.config import (TrainConfig, default_batch_size, default_steps_per_chunk,
-                                   negative_mode)
+                                   learning_rate, negative_mode)
 from sgns_jax.train.parallel import (check_batch_divisible, data_mesh, fetch, pad_rows,
                                      replicate, shard_chunk, shard_rows)
 from sgns_jax.train.step import TrainState, init_params, init_state, make_train_chunk
@@ -118,13 +118,13 @@ def make_transform(name: str) -> tuple[optax.GradientTransformation, bool]:
 def make_schedule(cfg: TrainConfig, total_words: int) -> optax.Schedule:
     """Learning rate as a function of words read (word2vec decays by words, not steps)."""
     o = cfg.optim
-    end = o.learning_rate * o.min_learning_rate_ratio
+    lr = learning_rate(cfg)
     total = max(total_words, 1)
     if o.schedule == "constant":
-        return optax.constant_schedule(o.learning_rate)
+        return optax.constant_schedule(lr)
     if o.schedule == "cosine":
-        return optax.cosine_decay_schedule(o.learning_rate, total, alpha=o.min_learning_rate_ratio)
-    return optax.linear_schedule(o.learning_rate, end, total)
+        return optax.cosine_decay_schedule(lr, total, alpha=o.min_learning_rate_ratio)
+    return optax.linear_schedule(lr, lr * o.min_learning_rate_ratio, total)
 
 
 def build_layer(cfg: TrainConfig, counts: np.ndarray) -> OutputLayer:
@@ -223,8 +223,9 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None,
     counted as training time. ``cfg.run.max_seconds`` stops training once the budget is spent.
     """
     t_start = time.perf_counter()
-    if cfg.loss.negative_mode is None:  # record the default's choice in the saved config
-        cfg = cfg.replace(loss={"negative_mode": negative_mode(cfg)})
+    # Record the defaults' choices in the saved config.
+    cfg = cfg.replace(loss={"negative_mode": negative_mode(cfg)},
+                      optim={"learning_rate": learning_rate(cfg)})
     run = cfg.run
     workers = worker_devices(run.workers) if run.workers > 1 else None
     start_distributed(cfg)
