@@ -14,6 +14,9 @@ within a step). Candidates (issue 14, item 4), each switched back to the old beh
   word2vec cuts at 1,000 kept words);
 * batch size: 1,024 pairs a step (the default), 256, 64 — a step sums its pairs' updates on
   parameters that are stale within the step; word2vec applies them one by one;
+* gensim's differences from word2vec.c, each alone: ``gensim init`` — gensim 4 draws w_in
+  uniform in [−1/D, 1/D) (``KeyedVectors.prep_vectors``), twice word2vec.c's ±0.5/D;
+  ``sentences 10k`` — gensim's ``MAX_SENTENCE_LEN`` is 10,000 words (word2vec.c: 1,000);
 * the lr schedule's unit is not a variable here: it is word2vec's (words read), pinned by
   ``tests/test_train.py::test_learning_rate_decays_linearly_in_words_read``.
 
@@ -41,6 +44,8 @@ VARIANTS = {
     "pair b1024 old orientation+cut": ({}, ["orientation", "cut"]),
     "pair b256": ({"batch_size": 256}, []),
     "pair b64": ({"batch_size": 64}, []),
+    "pair b1024 gensim init": ({}, ["gensim init"]),
+    "pair b1024 sentences 10k": ({}, ["sentences 10k"]),
 }
 
 
@@ -62,6 +67,22 @@ def apply_old_behaviour(names: list[str]) -> None:
             object.__setattr__(self, "sentence_words", 1 << 62)
 
         batches.BatchSpec.__init__ = spec_init
+    if "gensim init" in names:
+        from sgns_jax.train import loop, step
+
+        def gensim_init(layer, vocab_size, dim, key):
+            params = step.init_params(layer, vocab_size, dim, key)
+            return {**params, "w_in": params["w_in"] * 2.0}  # ±0.5/D → ±1/D
+
+        loop.init_params = gensim_init
+    if "sentences 10k" in names:
+        original_init = batches.BatchSpec.__init__
+
+        def spec_10k(self, *a, **kw):
+            original_init(self, *a, **kw)
+            object.__setattr__(self, "sentence_words", 10_000)
+
+        batches.BatchSpec.__init__ = spec_10k
     if "orientation" in names:
         layout = batches._layout_examples
 

@@ -1,11 +1,31 @@
 """Compare full softmax, hierarchical softmax, negative sampling, NCE and sampled softmax.
 
     python experiments/compare_losses.py --config experiments/configs/compare_losses.py --out DIR
+    python experiments/compare_losses.py --config experiments/configs/compare_losses_mid.py --out DIR
     python experiments/compare_losses.py --quick --out DIR
 
-Writes into DIR: ``results.jsonl`` (every measurement; finished cells are skipped on a rerun),
-``report.md`` (the table, the ranking and the comparison with the literature) and two plots,
-``heldout_vs_time.png`` and ``analogy_vs_time.png``.
+The protocol, for each vocabulary of the config:
+
+1. **Splits.** Every 20th stored sentence (1,000-token pieces of the text) is the test split,
+   every 20th of the rest the validation split; the vocabulary, the noise distribution and the
+   Huffman tree are counted on the training split only, and held-out words outside it are
+   dropped as out-of-vocabulary words are.
+2. **Held-out pairs** are drawn as training draws them (the training split's subsampling,
+   dynamic window, sentence cut and orientation; ``sgns_jax.evaluation.heldout``), and every
+   model is scored by its own normalised conditional (NS by softmax(u·h + log q), and also
+   "raw", by softmax(u·h)). Baselines: the unigram of predicted words (no context) and ln V.
+3. **Budget.** Each strategy trains ``epochs`` epochs or what fits ``budget_seconds`` of
+   steady-state training, whichever is less: a short calibration run measures its words/s
+   (compilation excluded) and the run is given that many words (``run.max_words``), so its
+   learning-rate schedule spans exactly what it trains.
+4. **Learning rate.** Each strategy gets the rate of ``learning_rates`` with the best
+   validation objective (seed 0); the sweep is recorded.
+5. **Grid.** Every strategy at its rate, over ``seeds``: test objective, analogies, WordSim-353,
+   SimLex-999, speed. The report gives mean ± std and a 95% t-interval per cell, and a ranking
+   orders two strategies only where Welch's t-test separates them at 95%.
+
+Writes into DIR: ``results.jsonl`` (every measurement; finished records are skipped on a rerun,
+so an interrupted grid resumes), ``report.md`` and two plots.
 """
 
 from __future__ import annotations
@@ -15,17 +35,17 @@ import json
 import math
 import runpy
 import sys
-import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from sgns_jax.data.corpus import default_cache_dir, encode_corpus
+from sgns_jax.errors import TrainingDiverged
 from sgns_jax.evaluation.benchmarks import (SIMLEX, WORDSIM, bundled, evaluate_analogies,
                                             evaluate_word_pairs)
 from sgns_jax.evaluation.embeddings import Embeddings
-from sgns_jax.evaluation.heldout import HeldoutObjective, heldout_pairs
+from sgns_jax.evaluation.heldout import (HeldoutObjective, heldout_pairs, implied_log_bias,
+                                         unigram_objective)
 from sgns_jax.train.config import TrainConfig
 from sgns_jax.train.loop import train
 
@@ -49,82 +69,190 @@ def append(path: Path, record: dict) -> None:
         f.flush()
 
 
-def run_cell(cfg: dict, vocab_name: str, strategy: str, seed: int, data: dict, out: Path) -> None:
-    cell = f"{vocab_name}/{strategy}/seed{seed}"
-    train_corpus, pairs = data["train"], data["pairs"]
-    loss = cfg["strategies"][strategy]
-    tc = TrainConfig().replace(
+# --- data --------------------------------------------------------------------------------
+
+def prepare(cfg: dict, settings: dict) -> dict:
+    """Splits with the vocabulary of the training split, held-out pairs and baselines."""
+    corpus = encode_corpus(cfg["corpus"] or bundled("wiki.txt.gz"), cache_dir=default_cache_dir(),
+                           min_count=1, lowercase=settings.get("lowercase", False))
+    if cfg["max_tokens"]:
+        corpus = corpus.head(cfg["max_tokens"])
+    rest, test = corpus.split_heldout(cfg["heldout_fraction"])
+    train_split, validation = rest.split_heldout(cfg["validation_fraction"])
+    vocab = train_split.count_vocabulary(settings.get("min_count", 5), settings.get("max_vocab"))
+    train_split, validation, test = (c.with_vocabulary(vocab) for c in (train_split, validation, test))
+    pairs = {name: heldout_pairs(c, cfg["window"], cfg["sample"], cfg["heldout_pairs"])
+             for name, c in (("validation", validation), ("test", test))}
+    return {"train": train_split, "pairs": pairs,
+            "unigram": {k: unigram_objective(p, vocab.counts, cfg["sample"]) for k, p in pairs.items()}}
+
+
+def objectives(strategy: dict, data: dict, split: str) -> dict[str, HeldoutObjective]:
+    """The model's own conditional ("heldout"), and for NS also softmax(u·h) ("heldout_raw")."""
+    counts = data["train"].vocab.counts
+    pairs = data["pairs"][split]
+    if strategy["name"] == "hs":
+        return {"heldout": HeldoutObjective(pairs, tree_counts=counts)}
+    out = {"heldout": HeldoutObjective(pairs, bias=implied_log_bias(
+        strategy["name"], counts, strategy.get("ns_exponent", 0.75)))}
+    if strategy["name"] == "ns":
+        out["heldout_raw"] = HeldoutObjective(pairs)
+    return out
+
+
+# --- runs --------------------------------------------------------------------------------
+
+def train_config(cfg: dict, strategy: dict, lr: float, seed: int, **run) -> TrainConfig:
+    return TrainConfig().replace(
         data={"corpus": "<in memory>", "window": cfg["window"], "sample": cfg["sample"]},
-        model={"dim": cfg["dim"]},
-        loss={k: v for k, v in loss.items()},
-        optim={"learning_rate": cfg["learning_rate"], "batch_size": cfg["batch_size"],
+        model={"dim": cfg["dim"]}, loss=dict(strategy),
+        optim={"learning_rate": lr, "batch_size": cfg["batch_size"],
                "steps_per_chunk": cfg["steps_per_chunk"]},
-        run={"epochs": cfg["epochs"], "seed": seed, "quiet": True,
-             "max_seconds": cfg["budget_seconds"]})
-    heldout = HeldoutObjective(loss["name"], pairs, train_corpus.vocab.counts)
-    planned_words = len(train_corpus) * cfg["epochs"]
+        run={"epochs": cfg["epochs"], "seed": seed, "quiet": True, **run})
+
+
+def calibrate(cfg: dict, vocab_name: str, name: str, data: dict, out: Path) -> dict:
+    """Steady-state words/s of a strategy (compilation excluded) → the words it may train."""
+    strategy = cfg["strategies"][name]
+    seconds = cfg["calibration_seconds"]
+    r = train(train_config(cfg, strategy, min(cfg["learning_rates"]), 0, max_seconds=seconds), data["train"])
+    planned = cfg["epochs"] * len(data["train"])
+    words = int(min(planned, r.words / max(r.seconds, 1e-9) * cfg["budget_seconds"]))
+    record = {"kind": "calibration", "vocab": vocab_name, "strategy": name,
+              "words_per_s": r.words_per_second, "train_words": r.words / max(r.seconds, 1e-9),
+              "max_words": words, "planned_words": planned}
+    append(out, record)
+    return record
+
+
+def sweep_cell(cfg: dict, vocab_name: str, name: str, lr: float, data: dict, max_words: int,
+               out: Path) -> None:
+    strategy = cfg["strategies"][name]
+    try:
+        r = train(train_config(cfg, strategy, lr, 0, max_words=max_words), data["train"])
+        scores = {k: f(r.params) for k, f in objectives(strategy, data, "validation").items()}
+        seconds = r.seconds
+    except TrainingDiverged:  # a rate too high for this strategy: recorded, never chosen
+        scores, seconds = {"heldout": float("inf"), "diverged": True}, float("nan")
+    append(out, {"kind": "sweep", "vocab": vocab_name, "strategy": name, "learning_rate": lr,
+                 "seconds": seconds, **scores})
+    print(f"sweep {vocab_name}/{name} lr {lr}: validation {scores['heldout']:.4f}", flush=True)
+
+
+def run_cell(cfg: dict, vocab_name: str, name: str, lr: float, seed: int, data: dict,
+             max_words: int, out: Path) -> None:
+    cell = f"{vocab_name}/{name}/seed{seed}"
+    strategy = cfg["strategies"][name]
+    train_corpus = data["train"]
+    scorers = objectives(strategy, data, "test")
     next_eval = [1.0 / cfg["eval_points"]]
 
     def evaluate(params) -> dict:
         host = {k: np.asarray(v) for k, v in params.items()}
-        emb = Embeddings(train_corpus.vocab.words, host["w_in"])
-        a = evaluate_analogies(emb, restrict_vocab=30000)
-        return {"heldout": heldout(host),
-                "analogy": a.accuracy, "answered": a.answered, "total": a.total}
+        a = evaluate_analogies(Embeddings(train_corpus.vocab.words, host["w_in"]), restrict_vocab=30000)
+        return {**{k: f(host) for k, f in scorers.items()},
+                "analogy": a.accuracy, "answered": a.answered, "total": a.total,
+                "correct": a.correct}
 
     def callback(event) -> None:
-        # Evaluate at every 1/eval_points of the run: of its words, or of its time budget for
-        # runs the budget cuts short (full softmax), whichever comes first.
-        progress = max(event.words / planned_words, event.seconds / cfg["budget_seconds"])
-        if progress >= next_eval[0] and progress < 1.0:
+        progress = event.words / max_words
+        if next_eval[0] <= progress < 1.0:
             while next_eval[0] <= progress:
                 next_eval[0] += 1.0 / cfg["eval_points"]
             append(out, {"cell": cell, "kind": "point", "seconds": event.seconds,
                          "words": event.words, "train_loss": event.loss, **evaluate(event.params)})
 
-    t0 = time.perf_counter()
-    result = train(tc, train_corpus, callback)
+    result = train(train_config(cfg, strategy, lr, seed, max_words=max_words), train_corpus, callback)
     final = evaluate(result.params)
     emb = Embeddings(train_corpus.vocab.words, result.params["w_in"])
     ws = evaluate_word_pairs(emb, bundled(WORDSIM), restrict_vocab=None)
     sl = evaluate_word_pairs(emb, bundled(SIMLEX), restrict_vocab=None)
     append(out, {"cell": cell, "kind": "point", "seconds": result.seconds, "words": result.words,
                  "train_loss": result.mean_loss, **final})
-    append(out, {"cell": cell, "kind": "final", "vocab": vocab_name, "strategy": strategy,
-                 "seed": seed, "vocab_size": len(train_corpus.vocab), "seconds": result.seconds,
-                 "wall_seconds": time.perf_counter() - t0, "words": result.words,
-                 "epoch_fraction": result.words / (len(train_corpus) * cfg["epochs"]),
+    append(out, {"cell": cell, "kind": "final", "vocab": vocab_name, "strategy": name,
+                 "seed": seed, "learning_rate": lr, "vocab_size": len(train_corpus.vocab),
+                 "seconds": result.seconds, "compile_seconds": result.compile_seconds,
+                 "words": result.words, "epoch_fraction": result.words / (len(train_corpus) * cfg["epochs"]),
                  "words_per_s": result.words_per_second, "pairs_per_s": result.examples / result.seconds,
                  "train_loss": result.mean_loss, **final, "wordsim353": ws.spearman,
-                 "wordsim_pairs": ws.pairs, "simlex999": sl.spearman, "simlex_pairs": sl.pairs})
-    print(f"{cell}: heldout {final['heldout']:.3f}, analogy {100 * final['analogy']:.2f}%, "
-          f"ws353 {ws.spearman:.3f}, simlex {sl.spearman:.3f}, {result.words_per_second:,.0f} words/s, "
-          f"{result.words / (len(train_corpus) * cfg['epochs']):.0%} of the epochs in {result.seconds:.0f} s",
-          flush=True)
+                 "wordsim_pairs": ws.pairs, "simlex999": sl.spearman, "simlex_pairs": sl.pairs,
+                 "unigram": data["unigram"]["test"]})
+    raw = f", raw softmax(u·h) {final['heldout_raw']:.3f}" if "heldout_raw" in final else ""
+    print(f"{cell} (lr {lr}): heldout {final['heldout']:.3f}{raw} (unigram {data['unigram']['test']:.3f}), "
+          f"analogy {100 * final['analogy']:.2f}%, ws353 {ws.spearman:.3f}, simlex {sl.spearman:.3f}, "
+          f"{result.words_per_second:,.0f} words/s, {result.words / (len(train_corpus) * cfg['epochs']):.0%} "
+          f"of the epochs in {result.seconds:.0f} s", flush=True)
 
 
-def prepare(cfg: dict, settings: dict) -> dict:
-    corpus = encode_corpus(cfg["corpus"] or bundled("wiki.txt.gz"), cache_dir=default_cache_dir(),
-                           **settings)
-    if cfg["max_tokens"]:
-        corpus = corpus.head(cfg["max_tokens"])
-    train_corpus, held = corpus.split_heldout(cfg["heldout_fraction"])
-    return {"train": train_corpus, "pairs": heldout_pairs(held, cfg["window"], cfg["heldout_pairs"])}
+def best_learning_rates(records: list[dict], vocab: str) -> dict[str, float]:
+    """Per strategy, the swept rate with the lowest validation objective."""
+    best: dict[str, tuple[float, float]] = {}
+    for r in records:
+        if r["kind"] == "sweep" and r["vocab"] == vocab and math.isfinite(r["heldout"]):
+            if r["strategy"] not in best or r["heldout"] < best[r["strategy"]][0]:
+                best[r["strategy"]] = (r["heldout"], r["learning_rate"])
+    return {s: lr for s, (_, lr) in best.items()}
 
 
-# --- report ------------------------------------------------------------------------------
+# --- statistics --------------------------------------------------------------------------
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float]) -> tuple[float, float]:
     a = np.array(values, dtype=float)
     return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
 
 
-def _fmt(values, scale=1.0, digits=3) -> str:
-    m, s = _mean_std([v * scale for v in values])
-    return f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if len(values) > 1 else "")
+def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """The two-sided t confidence interval of the mean (a point when n = 1)."""
+    from scipy import stats
+
+    m, s = mean_std(values)
+    n = len(values)
+    if n < 2:
+        return m, m
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * s / math.sqrt(n)
+    return m - half, m + half
 
 
-def summarise(records: list[dict]) -> dict:
+def welch_p(a: list[float], b: list[float]) -> float:
+    """Two-sided p of Welch's t-test (nan with fewer than 2 values a side; 0 when both sides
+    are constant and differ)."""
+    from scipy import stats
+
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    if np.std(a) == 0 and np.std(b) == 0:
+        return 0.0 if np.mean(a) != np.mean(b) else 1.0
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def ranking(rows: dict[str, list[float]], higher_is_better: bool, alpha: float = 0.05) -> str:
+    """Strategies by mean, best first; ``>`` where Welch's test separates neighbours at
+    1 − alpha, ``≈`` (not separable) where it does not."""
+    order = sorted(rows, key=lambda s: np.mean(rows[s]), reverse=higher_is_better)
+    out = f"{order[0]} ({np.mean(rows[order[0]]):.4g})"
+    for a, b in zip(order, order[1:]):
+        p = welch_p(rows[a], rows[b])
+        sep = ">" if p < alpha else "≈"
+        out += f" {sep} {b} ({np.mean(rows[b]):.4g})"
+    return out
+
+
+def separated(rows: dict[str, list[float]], a: str, b: str, alpha: float = 0.05) -> bool:
+    return a in rows and b in rows and welch_p(rows[a], rows[b]) < alpha
+
+
+# --- report ------------------------------------------------------------------------------
+
+def _cell(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
+    v = [x * scale for x in values]
+    m, s = mean_std(v)
+    if len(v) < 2:
+        return f"{m:.{digits}f}"
+    lo, hi = t_interval(v)
+    return f"{m:.{digits}f} ± {s:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def finals_by(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
     finals: dict[tuple[str, str], list[dict]] = {}
     for r in records:
         if r["kind"] == "final":
@@ -132,109 +260,153 @@ def summarise(records: list[dict]) -> dict:
     return finals
 
 
-def ranking(finals, vocab: str, key: str, reverse: bool) -> list[tuple[str, float]]:
-    rows = [(s, _mean_std([r[key] for r in rs])[0]) for (v, s), rs in finals.items() if v == vocab]
-    rows = [(s, x) for s, x in rows if math.isfinite(x)]
-    return sorted(rows, key=lambda t: t[1], reverse=reverse)
-
-
 def write_report(cfg: dict, records: list[dict], out_dir: Path, command: str) -> None:
-    finals = summarise(records)
+    finals = finals_by(records)
     vocabs = list(dict.fromkeys(v for v, _ in finals))
+    corpus = cfg["corpus"] or "the bundled Wikipedia text (`wiki.txt.gz`, 1.34 M tokens)"
+    if cfg["max_tokens"]:
+        corpus += f" (its first {cfg['max_tokens']:,} tokens)"
     lines = ["# Comparing the softmax strategies", "",
              f"Command: `{command}`", "",
-             f"Corpus: bundled Wikipedia text; {int(100 * cfg['heldout_fraction'])}% of the sentences "
-             f"held out; skip-gram, dim {cfg['dim']}, window {cfg['window']}, sample {cfg['sample']}, "
-             f"SGD lr {cfg['learning_rate']}, batches of {cfg['batch_size']} pairs, at most "
-             f"{cfg['epochs']} epoch(s) or {cfg['budget_seconds']:.0f} s of training per run; "
-             f"seeds {cfg['seeds']} (mean ± std where more than one).", "",
-             "Held-out objective: mean −log p(c | w) under each model's own normalised "
-             "distribution (softmax over its output vectors; the tree for HS) on "
-             f"{cfg['heldout_pairs']:,} held-out pairs — lower is better; ln V is the uniform baseline.", ""]
+             f"Corpus: {corpus}; "
+             f"{100 * cfg['heldout_fraction']:.0f}% of the stored sentences held out for the test, "
+             f"{100 * cfg['validation_fraction']:.0f}% of the rest for validation; vocabulary, noise "
+             f"distribution and Huffman tree counted on the training split. Skip-gram, dim "
+             f"{cfg['dim']}, window {cfg['window']}, sample {cfg['sample']}, SGD with a linearly "
+             f"decayed learning rate, batches of {cfg['batch_size']} pairs; each run trains "
+             f"{cfg['epochs']} epoch(s) or the words that fit {cfg['budget_seconds']:.0f} s of "
+             f"steady-state training, whichever is less (the schedule spans them); seeds "
+             f"{cfg['seeds']}.", "",
+             "Held-out objective: mean −log p(c | w) on "
+             f"{cfg['heldout_pairs']:,} test pairs drawn as training draws them (subsampled with "
+             "the training counts), under each model's own normalised conditional: softmax(u·h) "
+             "for full, NCE and sampled softmax, the tree for HS, and softmax(u·h + log q) for NS "
+             "(its implied conditional: at the SGNS optimum u·h = log p(c|w) − log q(c) − log K). "
+             "Lower is better. Baselines: **unigram** (the distribution of the predicted words, "
+             "counts × keep probability of the training split — no context) and **uniform** "
+             "(ln V).", "",
+             "Cells: mean ± std [95% t-interval] over the seeds. Rankings order two neighbours "
+             "(`>`) only where Welch's t-test separates them at 95%; `≈` means not separable.", ""]
     for vocab in vocabs:
-        rows = {s: rs for (v, s), rs in finals.items() if v == vocab}
-        v_size = next(iter(rows.values()))[0]["vocab_size"]
-        lines += [f"## Vocabulary `{vocab}` ({v_size:,} words; ln V = {math.log(v_size):.2f})", "",
-                  "| strategy | held-out −log p | analogy % (coverage) | WS-353 ρ | SimLex ρ | words/s | pairs/s | epoch done | train s |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for s, rs in rows.items():
-            cov = f"{rs[0]['answered']}/{rs[0]['total']}"
-            lines.append(
-                f"| {s} | {_fmt([r['heldout'] for r in rs])} | {_fmt([r['analogy'] for r in rs], 100, 2)} ({cov}) | "
-                f"{_fmt([r['wordsim353'] for r in rs])} | {_fmt([r['simlex999'] for r in rs])} | "
-                f"{_mean_std([r['words_per_s'] for r in rs])[0]:,.0f} | {_mean_std([r['pairs_per_s'] for r in rs])[0]:,.0f} | "
-                f"{_mean_std([r['epoch_fraction'] for r in rs])[0]:.0%} | {_mean_std([r['seconds'] for r in rs])[0]:.0f} |")
-        lines.append("")
-        ranks = {"held-out objective (best first)": ranking(finals, vocab, "heldout", False),
-                 "analogies": ranking(finals, vocab, "analogy", True),
-                 "WordSim-353": ranking(finals, vocab, "wordsim353", True),
-                 "SimLex-999": ranking(finals, vocab, "simlex999", True),
-                 "speed (words/s)": ranking(finals, vocab, "words_per_s", True)}
-        lines.append("Ranking, from the numbers above:")
-        lines.append("")
-        for what, order in ranks.items():
-            lines.append(f"- {what}: " + " > ".join(f"{s} ({x:.3g})" for s, x in order))
-        lines.append("")
-    lines += literature(finals, vocabs)
+        lines += vocab_section(cfg, records, finals, vocab)
+    lines += literature(cfg, finals, vocabs)
     lines += ["", "![held-out objective vs time](heldout_vs_time.png)", "",
               "![analogy accuracy vs time](analogy_vs_time.png)", ""]
     (out_dir / "report.md").write_text("\n".join(lines))
 
 
-def literature(finals, vocabs) -> list[str]:
-    def get(vocab, s, key):
-        rs = finals.get((vocab, s))
-        return _mean_std([r[key] for r in rs])[0] if rs else float("nan")
+def vocab_section(cfg: dict, records: list[dict], finals, vocab: str) -> list[str]:
+    rows = {s: rs for (v, s), rs in finals.items() if v == vocab}
+    first = next(iter(rows.values()))[0]
+    v_size = first["vocab_size"]
+    lines = [f"## Vocabulary `{vocab}` ({v_size:,} words)", "",
+             "| strategy | lr | held-out −log p | analogy % (coverage) | WS-353 ρ | SimLex ρ | words/s | epochs done | train s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for s, rs in rows.items():
+        cov = f"{rs[0]['answered']}/{rs[0]['total']}"
+        lines.append(
+            f"| {s} | {rs[0]['learning_rate']} | {_cell([r['heldout'] for r in rs])} | "
+            f"{_cell([r['analogy'] for r in rs], 100, 2)} ({cov}) | {_cell([r['wordsim353'] for r in rs])} | "
+            f"{_cell([r['simlex999'] for r in rs])} | {mean_std([r['words_per_s'] for r in rs])[0]:,.0f} | "
+            f"{mean_std([r['epoch_fraction'] for r in rs])[0] * cfg['epochs']:.2f} | "
+            f"{mean_std([r['seconds'] for r in rs])[0]:.0f} |")
+        if "heldout_raw" in rs[0]:
+            lines.append(f"| {s}, scored as softmax(u·h) (raw) | | {_cell([r['heldout_raw'] for r in rs])} | | | | | | |")
+    lines.append(f"| unigram (no context) | | {first['unigram']:.3f} | | | | | | |")
+    lines.append(f"| uniform (ln V) | | {math.log(v_size):.3f} | | | | | | |")
+    lines.append("")
+    sweep = [r for r in records if r["kind"] == "sweep" and r["vocab"] == vocab]
+    if sweep:
+        lrs = sorted({r["learning_rate"] for r in sweep})
+        lines += ["Learning-rate sweep (validation objective, seed 0; the lowest, in bold, is used above):", "",
+                  "| strategy | " + " | ".join(f"lr {lr}" for lr in lrs) + " |",
+                  "|---|" + "---|" * len(lrs)]
+        best = best_learning_rates(records, vocab)
+        for s in rows:
+            cells = []
+            for lr in lrs:
+                hit = [r["heldout"] for r in sweep if r["strategy"] == s and r["learning_rate"] == lr]
+                text = ("diverged" if hit and math.isinf(hit[0]) else f"{hit[0]:.4f}") if hit else "—"
+                cells.append(f"**{text}**" if hit and best.get(s) == lr else text)
+            lines.append(f"| {s} | " + " | ".join(cells) + " |")
+        lines.append("")
+    metric = {"held-out objective (lower first)": ("heldout", False), "analogies": ("analogy", True),
+              "WordSim-353": ("wordsim353", True), "SimLex-999": ("simlex999", True),
+              "speed (words/s)": ("words_per_s", True)}
+    lines += ["Rankings (`>`: separated by Welch's test at 95%; `≈`: not separable):", ""]
+    for what, (key, higher) in metric.items():
+        values = {s: [r[key] for r in rs] for s, rs in rows.items()
+                  if all(math.isfinite(r[key]) for r in rs)}
+        if key == "heldout":
+            values["unigram"] = [first["unigram"]] * max(len(v) for v in values.values())
+        lines.append(f"- {what}: {ranking(values, higher)}")
+    lines.append("")
+    return lines
 
+
+def literature(cfg: dict, finals, vocabs) -> list[str]:
+    def vals(vocab, s, key):
+        return [r[key] for r in finals.get((vocab, s), [])]
+
+    def mean(vocab, s, key):
+        v = vals(vocab, s, key)
+        return float(np.mean(v)) if v else float("nan")
+
+    out = ["## Against the literature", ""]
     v = vocabs[0]
-    ns, hs, full = get(v, "ns5", "analogy"), get(v, "hs", "analogy"), get(v, "full", "analogy")
-    held = {s: get(v, s, "heldout") for s in ("full", "hs", "ns5", "nce", "sampled")}
-    speed = {s: get(v, s, "words_per_s") for s in ("full", "hs", "ns5", "nce", "sampled")}
-    fastest = max((s for s in speed if math.isfinite(speed[s])), key=speed.get, default="?")
-    best_lm = min((s for s in held if math.isfinite(held[s])), key=held.get, default="?")
-    out = ["## Against the literature", "",
-           f"- **Mikolov et al. 2013** (1 B words, dim 300): NEG-5 59% vs HS-Huffman 47% on the "
-           f"analogies. Here (vocabulary `{v}`): NS-5 {100 * ns:.2f}% vs HS {100 * hs:.2f}%"
-           + (" — the same order." if ns > hs else " — a tie." if ns == hs else " — a different order.")
-           + " Absolute accuracies are far lower because this corpus is ~750× smaller (1.3 M "
-             "tokens) and runs are capped at one epoch / the time budget; analogies need many "
-             "occurrences of each question word, so the differences at this size are a few points "
-             "at most and partly noise (compare seeds).",
-           f"- **Chen, Grangier & Auli 2016** (strategies for large vocabularies): full softmax is "
-           f"strong on small vocabularies, HS is the fastest, NS is good for embeddings but not as "
-           f"a language model. Here the best held-out objective is **{best_lm}** and the fastest "
-           f"trainer is **{fastest}**. NS's held-out objective "
-           f"({held['ns5']:.2f}) is "
-           + ("worse" if held["ns5"] > min(held["full"], held["hs"]) else "not worse")
-           + f" than full softmax ({held['full']:.2f}) and HS ({held['hs']:.2f}): SGNS learns "
-             "shifted PMI (u·v ≈ PMI − log K), which is not normalised, so its implied softmax "
-             "is a poor language model even when its vectors are good.",
-           ]
-    if math.isfinite(full) and fastest != "hs":
-        out.append(f"- HS is not the fastest here ({fastest} is): on this CPU the per-pair cost is "
-                   "dominated by row gathers and scatter-adds (~37 ns per 100-float row each), and "
-                   "HS touches ~log2 V ≈ 14 node rows per pair against K + 1 = 6 for NS-5; the "
-                   "FLOP advantage of the tree does not show until V is much larger.")
-    big, small = vocabs[0], vocabs[-1]
-    us_big = 1e6 / get(big, "full", "pairs_per_s")
-    done_big = get(big, "full", "epoch_fraction")
-    if big != small:
-        out.append(f"- Full softmax's cost grows with V: ≈ {us_big:.0f} µs per pair at "
-                   f"{finals[(big, 'full')][0]['vocab_size']:,} words, so within the time budget it "
-                   f"read {done_big:.0%} of the epoch there (an equal-time comparison), against "
-                   f"{1e6 / get(small, 'full', 'pairs_per_s'):.0f} µs and "
-                   f"{get(small, 'full', 'epoch_fraction'):.0%} at "
-                   f"{finals[(small, 'full')][0]['vocab_size']:,} words, where it is the reference: "
-                   f"held-out {get(small, 'full', 'heldout'):.3f} against HS "
-                   f"{get(small, 'hs', 'heldout'):.3f}.")
-    if get(v, "hs", "analogy") > get(v, "ns5", "analogy"):
-        out.append("- HS ahead of NS on analogies here, unlike Mikolov et al.: their own "
-               "notes (word2vec's README) say HS is better for infrequent words and NS for frequent "
-                   "words; on a 1.3 M-token corpus after one epoch most question words are infrequent, "
-                   "and HS's inner-node vectors, shared by many words, are updated by every pair, while "
-                   "each NS output vector learns only from its own word's pairs. NS also trails at "
-                   "gensim's lr 0.025 with batched updates (the README's performance table: lr 0.035 "
-                   "helps).")
+    an = {s: vals(v, s, "analogy") for s in ("ns5", "ns15", "hs") if vals(v, s, "analogy")}
+    order = ranking(an, True) if len(an) > 1 else "n/a"
+    out.append(
+        "- **Mikolov et al. 2013** (*Distributed Representations of Words and Phrases*, Table 1; "
+        "1 B words, dim 300, analogies): without subsampling NEG-5 59%, NEG-15 61%, HS-Huffman "
+        "47%, NCE-5 53%; with subsampling 1e-5, NEG-5 60%, NEG-15 61%, HS-Huffman 55%. Their "
+        f"order is NEG-15 > NEG-5 > HS. Here (vocabulary `{v}`, sample {cfg['sample']}): {order}. "
+        "Absolute accuracies are far lower on a corpus hundreds of times smaller; where `≈` "
+        "appears the corpus does not separate the strategies.")
+    held = {s: vals(v, s, "heldout") for s in ("full", "hs", "ns5", "nce", "sampled") if vals(v, s, "heldout")}
+    if held:
+        best = min(held, key=lambda s: np.mean(held[s]))
+        ties = [s for s in held if s != best and not separated(held, best, s)]
+        out.append(
+            "- **Chen, Grangier & Auli 2016** (*Strategies for Training Large Vocabulary Neural "
+            "Language Models*) compared softmax, hierarchical softmax, differentiated softmax, "
+            "target sampling, NCE and self-normalisation for language models, each tuned — not "
+            "negative sampling. They found the full softmax competitive at 10k and 100k words and "
+            "poor at 800k, and hierarchical softmax holding up at large vocabularies. Here the "
+            f"best held-out objective at {finals[(v, best)][0]['vocab_size']:,} words is **{best}** "
+            f"({np.mean(held[best]):.3f})" +
+            (f", not separable from {', '.join(ties)}" if ties else ", separated from every other strategy") + ".")
+    for vocab in vocabs:
+        ns, nce = vals(vocab, "ns5", "heldout"), vals(vocab, "nce", "heldout")
+        raw = vals(vocab, "ns5", "heldout_raw")
+        uni = mean(vocab, "ns5", "unigram") if ns else float("nan")
+        if ns and nce:
+            rows = {"ns5": ns, "nce": nce}
+            versus = ("not separable from NCE" if not separated(rows, "ns5", "nce") else
+                      "better than NCE" if np.mean(ns) < np.mean(nce) else "worse than NCE")
+            beats_unigram = np.mean(ns) < uni
+            out.append(
+                f"- NS as a language model (vocabulary `{vocab}`): scored by its implied "
+                f"conditional softmax(u·h + log q) it reaches {np.mean(ns):.3f} nats — {versus} "
+                f"({np.mean(nce):.3f}) and {'below' if beats_unigram else 'above'} the unigram "
+                f"baseline ({uni:.3f}); scored as raw softmax(u·h) it gets {np.mean(raw):.3f}. "
+                "SGNS's dot products estimate log p(c|w) − log q(c) − log K (Levy & Goldberg "
+                "2014), so the raw score charges it for a term it never had to learn.")
+    for vocab in vocabs:
+        full = vals(vocab, "full", "heldout")
+        if not full:
+            continue
+        uni = mean(vocab, "full", "unigram")
+        beats = [s for s in ("hs", "ns5", "ns15", "nce", "sampled")
+                 if vals(vocab, s, "heldout") and np.mean(vals(vocab, s, "heldout")) < np.mean(full)
+                 and separated({s: vals(vocab, s, "heldout"), "full": full}, s, "full")]
+        done = mean(vocab, "full", "epoch_fraction")
+        out.append(
+            f"- Full softmax (vocabulary `{vocab}`, {finals[(vocab, 'full')][0]['vocab_size']:,} words) "
+            f"at {1e6 / mean(vocab, 'full', 'pairs_per_s'):.0f} µs per pair trained {done:.0%} of the "
+            f"planned words in the budget; held-out {np.mean(full):.3f} against the unigram's {uni:.3f}"
+            + (f"; significantly beaten by {', '.join(beats)} in equal time." if beats else
+               "; no approximation beats it significantly."))
     return out
 
 
@@ -260,6 +432,10 @@ def plot(records: list[dict], out_dir: Path) -> None:
                     continue
                 rs = sorted(rs, key=lambda r: r["seconds"])
                 ax.plot([r["seconds"] for r in rs], [r[key] for r in rs], marker="o", label=strategy)
+            if key == "heldout":
+                uni = [r["unigram"] for r in records if r["kind"] == "final" and r["vocab"] == vocab]
+                if uni:
+                    ax.axhline(uni[0], color="grey", linestyle="--", label="unigram")
             ax.set_xscale("log")
             ax.set_title(f"vocabulary {vocab} ({first_seed})")
             ax.set_xlabel("training seconds (log scale)")
@@ -274,25 +450,40 @@ def plot(records: list[dict], out_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", help="Python file with get_config(quick)")
-    p.add_argument("--quick", action="store_true", help="a tiny grid in under 2 minutes")
+    p.add_argument("--quick", action="store_true", help="a tiny grid in under a minute")
     p.add_argument("--out", required=True, help="results directory")
     args = p.parse_args(argv)
     cfg = load_config(args.config, args.quick)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = out_dir / "results.jsonl"
-    done = {r["cell"] for r in read_results(results) if r["kind"] == "final"}
+    records = read_results(results)
+    finished = {r["cell"] for r in records if r["kind"] == "final"}
     # Drop the partial points of a cell that did not finish (it is rerun from scratch).
-    kept = [r for r in read_results(results) if r["cell"] in done]
-    results.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    records = [r for r in records if r["kind"] != "point" or r["cell"] in finished]
+    results.write_text("".join(json.dumps(r) + "\n" for r in records))
     for vocab_name, settings in cfg["vocabularies"].items():
         data = None
-        for strategy in cfg["strategies"]:
+        calib = {r["strategy"]: r for r in records if r["kind"] == "calibration" and r["vocab"] == vocab_name}
+        swept = {(r["strategy"], r["learning_rate"]) for r in records
+                 if r["kind"] == "sweep" and r["vocab"] == vocab_name}
+        for name in cfg["strategies"]:
+            if name not in calib:
+                data = data or prepare(cfg, settings)
+                calib[name] = calibrate(cfg, vocab_name, name, data, results)
+            for lr in cfg["learning_rates"] if len(cfg["learning_rates"]) > 1 else []:
+                if (name, lr) not in swept:
+                    data = data or prepare(cfg, settings)
+                    sweep_cell(cfg, vocab_name, name, lr, data, calib[name]["max_words"], results)
+        records = read_results(results)
+        best = best_learning_rates(records, vocab_name)
+        for name in cfg["strategies"]:
             for seed in cfg["seeds"]:
-                if f"{vocab_name}/{strategy}/seed{seed}" in done:
+                if f"{vocab_name}/{name}/seed{seed}" in finished:
                     continue
                 data = data or prepare(cfg, settings)
-                run_cell(cfg, vocab_name, strategy, seed, data, results)
+                lr = best.get(name, cfg["learning_rates"][0])
+                run_cell(cfg, vocab_name, name, lr, seed, data, calib[name]["max_words"], results)
     records = read_results(results)
     command = "python experiments/compare_losses.py " + " ".join(sys.argv[1:] if argv is None else argv)
     write_report(cfg, records, out_dir, command)

@@ -423,3 +423,38 @@ def test_learning_rate_decays_linearly_in_words_read(corpus_file):
         expected = epoch * len(corpus) + first_pos[::spec.batch_size]
         np.testing.assert_array_equal(words[steps_with_data], expected)
         assert chunks[-1].words_end == (epoch + 1) * len(corpus)
+
+
+def test_compilation_is_not_training_time(corpus_file, monkeypatch):
+    """``TrainResult.seconds`` (the experiments' "train s" and every words/s figure) is
+    steady-state time: the training call is compiled before the clock starts. A stand-in chunk
+    function takes 1.5 s to compile. Mutant caught: the clock started before the first,
+    compiling, call (training seconds would include the 1.5 s)."""
+    import time
+
+    original = loop_mod.make_train_chunk
+
+    class SlowToCompile:
+        def __init__(self, fn):
+            self.fn, self.compiled = fn, False
+
+        def lower(self, *args):
+            outer, lowered = self, self.fn.lower(*args)
+
+            class Lowered:
+                def compile(self):
+                    time.sleep(1.5)
+                    outer.compiled = True
+                    return lowered.compile()
+            return Lowered()
+
+        def __call__(self, *args):
+            if not self.compiled:  # jit would compile on the first call
+                time.sleep(1.5)
+                self.compiled = True
+            return self.fn(*args)
+
+    monkeypatch.setattr(loop_mod, "make_train_chunk", lambda *a, **k: SlowToCompile(original(*a, **k)))
+    r = train(tiny_config(corpus_file, run={"epochs": 1, "quiet": True}))
+    assert r.compile_seconds >= 1.5
+    assert r.seconds < 1.0, r.seconds

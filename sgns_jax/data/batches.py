@@ -48,6 +48,20 @@ class BatchSpec:
             raise ConfigError(f"sample must be >= 0, got {self.sample}")
 
 
+    def zero_chunk(self) -> dict[str, np.ndarray]:
+        """A chunk's arrays filled with zeros: the shapes and dtypes every chunk has (for
+        compiling the training call before the clock starts)."""
+        tb = (self.steps_per_chunk, self.batch_size)
+        if self.layout == "pairs":
+            arrays = {"input": np.zeros(tb, np.int32), "output": np.zeros(tb, np.int32),
+                      "mask": np.zeros(tb, np.float32)}
+        else:
+            slots = tb + (2 * self.window,)
+            arrays = {"centre": np.zeros(tb, np.int32), "context": np.zeros(slots, np.int32),
+                      "mask": np.zeros(slots, np.float32)}
+        return {**arrays, "words": np.zeros(self.steps_per_chunk, np.float32)}
+
+
 class Chunk(NamedTuple):
     """One jitted call's worth of steps.
 

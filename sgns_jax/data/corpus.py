@@ -86,6 +86,28 @@ class Corpus:
         held = np.arange(len(self.sentence_starts)) % every == every - 1
         return self.select_sentences(~held), self.select_sentences(held)
 
+    def count_vocabulary(self, min_count: int = 5, max_vocab: int | None = None) -> Vocabulary:
+        """A vocabulary counted on this corpus's own tokens (e.g. a training split), pruned."""
+        counts = np.bincount(np.asarray(self.ids), minlength=len(self.vocab))
+        return Vocabulary.from_counts(self.vocab.words, counts, min_count=min_count,
+                                      max_vocab=max_vocab)
+
+    def with_vocabulary(self, vocab: Vocabulary) -> "Corpus":
+        """This text re-encoded with ``vocab``: its words outside ``vocab`` are dropped, as
+        out-of-vocabulary words are when a corpus is read; sentences and lines left empty go."""
+        remap = np.array([vocab.get(w, -1) for w in self.vocab.words], dtype=np.int32)
+        new = remap[np.asarray(self.ids)]
+        keep = new >= 0
+        before = np.concatenate([[0], np.cumsum(keep)])  # kept tokens before each position
+        n = int(before[-1])
+
+        def starts(old: np.ndarray) -> np.ndarray:
+            s = np.unique(before[old])
+            return s[s < n] if n else s[:1]
+
+        return Corpus(vocab, new[keep], starts(self.sentence_starts), self.raw_tokens,
+                      starts(self.line_starts))
+
     def head(self, tokens: int) -> "Corpus":
         """The first sentences holding at most about ``tokens`` tokens."""
         return self.select_sentences(self.sentence_starts < tokens)

@@ -1,10 +1,22 @@
 """The yardstick shared by every strategy: the model's normalised −log p(c | w) on held-out text.
 
 Each strategy's own training loss is not comparable across strategies (NS is a classifier
-loss, NCE and sampled softmax are estimators). Here every model is scored by the exact,
-normalised probability it defines: softmax(W_out · v_w) over the whole vocabulary for full,
-ns, nce and sampled (their output vectors define that softmax), and the Huffman-tree product
-for hierarchical softmax (whose leaf probabilities sum to one).
+loss, NCE and sampled softmax are estimators), so every model is scored by the conditional
+distribution it implies, normalised over the whole vocabulary:
+
+* full softmax, NCE, sampled softmax: softmax(u_c·h) — their logits estimate log p(c | w) up to
+  a per-input constant (NCE and sampled softmax put the log(K·q) correction in the loss, not in
+  u·h);
+* negative sampling: softmax(u_c·h + log q(c)), q its noise distribution. At the SGNS optimum
+  u_c·h = log p(c | w) − log q(c) − log K (Levy & Goldberg 2014); the −log K cancels in the
+  softmax, the log q(c) does not. Scoring NS by softmax(u_c·h) alone — reported beside it as
+  the "raw" score — penalises it for not learning a term it never had to learn;
+* hierarchical softmax: the Huffman-tree product (its leaf probabilities sum to one).
+
+The held-out pairs are drawn the way training draws them (the training split's subsampling,
+dynamic window, sentence cut and orientation), so a model is scored on the distribution it was
+trained on; the context-free baseline is the unigram distribution of the words the training
+pairs predict, counts × keep probability.
 """
 
 from __future__ import annotations
@@ -13,33 +25,66 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sgns_jax.data.batches import BatchSpec, epoch_examples
 from sgns_jax.data.corpus import Corpus
-from sgns_jax.data.pairs import skipgram_pairs
-from sgns_jax.losses import FullSoftmax, HierarchicalSoftmax
+from sgns_jax.data.pairs import keep_probabilities
+from sgns_jax.data.vocab import noise_distribution
+from sgns_jax.losses import HierarchicalSoftmax
 
 
-def heldout_pairs(corpus: Corpus, window: int = 5, max_pairs: int = 20000, seed: int = 0
-                  ) -> dict[str, np.ndarray]:
-    """A fixed sample of (centre, context) pairs of the held-out corpus (no subsampling)."""
-    rng = np.random.default_rng(seed)
-    ids = np.asarray(corpus.ids)
-    reduced = rng.integers(1, window + 1, size=ids.size)
-    inp, out, _ = skipgram_pairs(ids, corpus.sentence_ids(), reduced, window)
+def heldout_pairs(corpus: Corpus, window: int = 5, sample: float = 0.0, max_pairs: int = 20000,
+                  seed: int = 0) -> dict[str, np.ndarray]:
+    """A fixed sample of at most ``max_pairs`` (input, output) pairs of ``corpus``, made as
+    training makes them: subsampled with ``sample`` and the keep probabilities of
+    ``corpus.vocab.counts`` (share the training split's vocabulary to use its counts)."""
+    spec = BatchSpec(layout="pairs", window=window, sample=sample, seed=seed)
+    blocks = list(epoch_examples(corpus, spec, 0))
+    inp = np.concatenate([b["input"] for b in blocks])
+    out = np.concatenate([b["output"] for b in blocks])
     if inp.size > max_pairs:
-        pick = np.sort(rng.choice(inp.size, size=max_pairs, replace=False))
+        pick = np.sort(np.random.default_rng(seed).choice(inp.size, size=max_pairs, replace=False))
         inp, out = inp[pick], out[pick]
     return {"input": inp, "output": out, "mask": np.ones(inp.size, np.float32)}
 
 
+def unigram_log_probs(counts: np.ndarray, sample: float) -> np.ndarray:
+    """log q(w) of the context-free baseline: the distribution of the words that training pairs
+    predict, ∝ count × keep probability (float64 [V])."""
+    weights = np.asarray(counts, np.float64) * keep_probabilities(counts, sample)
+    return np.log(weights / weights.sum())
+
+
+def implied_log_bias(loss: str, counts: np.ndarray, ns_exponent: float = 0.75) -> np.ndarray | None:
+    """b(c) such that the model's conditional is softmax(u_c·h + b(c)): log q(c) for negative
+    sampling, None (no bias) for full softmax, NCE and sampled softmax."""
+    if loss == "ns":
+        with np.errstate(divide="ignore"):
+            return np.log(noise_distribution(counts, ns_exponent))
+    return None
+
+
 class HeldoutObjective:
     """Mean −log p(c | w) over fixed held-out ``pairs`` under a model's own normalised
-    distribution. Built once per model kind: the layer (HS's Huffman tree) and the jitted
-    batch sum are reused at every evaluation."""
+    conditional: the Huffman tree when ``tree_counts`` is given, else softmax(u_c·h + bias_c).
+    Built once per model kind and reused at every evaluation (one compilation)."""
 
-    def __init__(self, loss_name: str, pairs: dict[str, np.ndarray],
-                 counts: np.ndarray | None = None, batch: int = 2048):
-        layer = HierarchicalSoftmax(np.asarray(counts)) if loss_name == "hs" else FullSoftmax(chunk=4096)
-        self._sum = jax.jit(lambda p, b: layer.loss(p, b, None)[1]["sum"])
+    def __init__(self, pairs: dict[str, np.ndarray], *, bias: np.ndarray | None = None,
+                 tree_counts: np.ndarray | None = None, batch: int = 512):
+        if tree_counts is not None:
+            layer = HierarchicalSoftmax(np.asarray(tree_counts))
+            self._losses = jax.jit(lambda p, b: layer.loss(p, b, None)[1]["sum"])
+        else:
+            bias_V = None if bias is None else jnp.asarray(bias, jnp.float32)
+
+            def nll_sum(params, b):
+                h_BxD = jnp.take(params["w_in"], b["input"], axis=0)
+                logits_BxV = h_BxD @ params["w_out"].T
+                if bias_V is not None:
+                    logits_BxV = logits_BxV + bias_V[None, :]
+                target_B = jnp.take_along_axis(logits_BxV, b["output"][:, None], axis=1)[:, 0]
+                return jnp.sum((jax.nn.logsumexp(logits_BxV, axis=1) - target_B) * b["mask"])
+
+            self._losses = jax.jit(nll_sum)
         n = pairs["input"].size
         self.count = n
         # Fixed-shape batches (mask 0 on the padding), so the sum compiles once.
@@ -48,4 +93,10 @@ class HeldoutObjective:
                          for s in range(0, max(n, 1), batch)]
 
     def __call__(self, params: dict) -> float:
-        return sum(float(self._sum(params, b)) for b in self._batches) / max(self.count, 1)
+        params = {k: jnp.asarray(params[k]) for k in ("w_in", "w_out")}
+        return sum(float(self._losses(params, b)) for b in self._batches) / max(self.count, 1)
+
+
+def unigram_objective(pairs: dict[str, np.ndarray], counts: np.ndarray, sample: float) -> float:
+    """The context-free baseline's mean −log q(c) on ``pairs``."""
+    return float(-np.mean(unigram_log_probs(counts, sample)[pairs["output"]]))

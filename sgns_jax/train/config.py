@@ -77,6 +77,8 @@ class RunConfig:
     metrics: str | None = None
     quiet: bool = False
     max_seconds: float | None = None    # training-time budget; stop after the chunk that ends it
+    max_words: int | None = None        # word budget: the lr schedule spans min(epochs·N, this)
+                                        # words and training stops once they are read
     devices: int | None = None          # data-parallel devices; None: all (1 on the CPU)
     workers: int = 1                    # Hogwild-style streams, one per device (train/workers.py)
     shard_vocab: bool = False           # split the tables' rows over the devices instead
@@ -213,6 +215,7 @@ def validate(cfg: TrainConfig) -> None:
          f"steps_per_chunk must be >= 1, got {o.steps_per_chunk}"),
         (r.epochs >= 1, f"epochs must be >= 1, got {r.epochs}"),
         (r.checkpoint_minutes > 0, "checkpoint_minutes must be > 0"),
+        (r.max_words is None or r.max_words >= 1, f"max_words must be >= 1, got {r.max_words}"),
         (r.devices is None or r.devices >= 1, f"devices must be >= 1, got {r.devices}"),
         (not r.shard_vocab or (o.optimizer == "sgd" and o.update == "sparse" and l.name != "full"),
          "shard_vocab needs optimizer sgd, the sparse update and a sampled or tree loss (not full)"),

@@ -78,6 +78,17 @@ class WorkerStreams:
         """The base state lives on the first worker's device."""
         return jax.device_put(state, self.devices[0])
 
+    def compile(self, state: TrainState, arrays: Mapping[str, Any]) -> None:
+        """Compile the chunk for every worker's device, and the merge, without running them."""
+        def on(device, tree):
+            sharding = jax.sharding.SingleDeviceSharding(device)
+            return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+        for device, key in zip(self.devices, self.keys):
+            self.chunk_fn.lower(on(device, state), on(device, arrays), key).compile()
+        params = on(self.devices[0], state.params)
+        self.merge.lower(params, *[params] * len(self.devices)).compile()
+
     def round(self, state: TrainState, chunks: Sequence[Mapping[str, Any]]
               ) -> tuple[TrainState, jax.Array, jax.Array]:
         """Train ``chunks`` (at most ``chunks_per_round``) from ``state``; returns the merged
