@@ -137,14 +137,20 @@ def test_same_seed_identical_vectors_other_seed_different(corpus_file):
     assert not np.array_equal(a.params["w_in"], c.params["w_in"])
 
 
-def test_initialisation_follows_word2vec(corpus_file):
+def test_initialisation_follows_gensim_and_word2vec(corpus_file):
+    """w_in uniform in ±init_scale/D (gensim 4: ±1/D, the default; word2vec.c: ±0.5/D), output
+    tables zero. Mutant caught: word2vec.c's range as the default (the pair-mode gap to gensim,
+    docs/ablation_pair_gap.md)."""
     cfg = tiny_config(corpus_file)
+    assert cfg.model.init_scale == 1.0
     corpus = encode_corpus(corpus_file, min_count=1)
     for name in ("ns", "hs"):
         layer = build_layer(cfg.replace(loss={"name": name}), corpus.vocab.counts)
-        p = init_params(layer, 30, 50, jax.random.key(0))
-        assert np.abs(p["w_in"]).max() < 0.5 / 50 and np.abs(p["w_in"]).max() > 0.4 / 50
-        assert not np.any(p["w_out"]) and p["w_out"].shape[0] == (29 if name == "hs" else 30)
+        for scale in (1.0, 0.5):
+            p = init_params(layer, 30, 50, jax.random.key(0), scale)
+            w = np.asarray(p["w_in"]) * 50 / scale
+            assert np.abs(w).max() < 1 and np.abs(w).max() > 0.95 and abs(w.mean()) < 0.05
+            assert not np.any(p["w_out"]) and p["w_out"].shape[0] == (29 if name == "hs" else 30)
 
 
 def test_resume_after_sigint_equals_uninterrupted(corpus_file, tmp_path, monkeypatch):

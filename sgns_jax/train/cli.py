@@ -12,7 +12,7 @@ FLAGS = {
     "min_count": ("data", "min_count"), "max_vocab": ("data", "max_vocab"),
     "lowercase": ("data", "lowercase"), "window": ("data", "window"), "sample": ("data", "sample"),
     "cache_dir": ("data", "cache_dir"),
-    "dim": ("model", "dim"), "cbow": ("model", "cbow"),
+    "dim": ("model", "dim"), "cbow": ("model", "cbow"), "init_scale": ("model", "init_scale"),
     "loss": ("loss", "name"), "negative": ("loss", "negative"),
     "negative_mode": ("loss", "negative_mode"), "shared_samples": ("loss", "shared_samples"),
     "ns_exponent": ("loss", "ns_exponent"), "softmax_chunk": ("loss", "softmax_chunk"),
@@ -48,6 +48,9 @@ def register(sub, add_corpus_flags) -> None:
     g = p.add_argument_group("model and loss")
     g.add_argument("--dim", type=int)
     g.add_argument("--cbow", action="store_true", help="CBOW instead of skip-gram")
+    g.add_argument("--init-scale", type=float,
+                   help="input vectors start uniform in ±init_scale/dim (default 1: gensim's; "
+                        "word2vec.c's is 0.5)")
     g.add_argument("--loss", choices=["full", "hs", "ns", "nce", "sampled"])
     g.add_argument("--negative", type=int, help="K noise words per pair (ns, nce)")
     g.add_argument("--negative-mode", choices=["pair", "window", "batch"],

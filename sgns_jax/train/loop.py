@@ -256,7 +256,7 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None,
         check_batch_divisible(spec.batch_size, devices)
     init_key, root_key = jax.random.split(jax.random.key(run.seed))
     root_key = replicate(jax.random.key_data(root_key), mesh)
-    params = init_params(layer, len(vocab), cfg.model.dim, init_key)
+    params = init_params(layer, len(vocab), cfg.model.dim, init_key, cfg.model.init_scale)
     shard_vocab = run.shard_vocab and mesh is not None
     if shard_vocab:
         params = pad_rows(params, devices)

@@ -42,10 +42,12 @@ class TrainState(NamedTuple):
     step: Array         # int32 scalar, global step count
 
 
-def init_params(layer: OutputLayer, vocab_size: int, dim: int, key: Array) -> Params:
-    """word2vec's initialisation: w_in uniform in (−0.5/D, 0.5/D), output vectors zero."""
+def init_params(layer: OutputLayer, vocab_size: int, dim: int, key: Array,
+                init_scale: float = 1.0) -> Params:
+    """w_in uniform in (−init_scale/D, init_scale/D), output vectors zero (word2vec's syn1neg
+    and syn1). ``init_scale`` 1 is gensim's range, 0.5 word2vec.c's (see ModelConfig)."""
     rows = layer.table_rows(vocab_size)
-    w_in = (jax.random.uniform(key, (rows["w_in"], dim), jnp.float32) - 0.5) / dim
+    w_in = (jax.random.uniform(key, (rows["w_in"], dim), jnp.float32) * 2 - 1) * (init_scale / dim)
     return {"w_in": w_in, "w_out": jnp.zeros((rows["w_out"], dim), jnp.float32)}
 
 
