@@ -183,6 +183,11 @@ def test_resume_after_sigint_equals_uninterrupted(corpus_file, tmp_path, monkeyp
     resumed = train(cfg.replace(run={"resume": True}))
     assert np.array_equal(resumed.params["w_in"], reference.params["w_in"])
     assert np.array_equal(resumed.params["w_out"], reference.params["w_out"])
+    # The rate counts this call's words only; resuming at the very end trains nothing and
+    # reports no rate (it printed "2,683,702,000,000,000 corpus words/s" before).
+    assert 0 < resumed.resumed_words < resumed.words
+    again = train(cfg.replace(run={"resume": True}))
+    assert again.resumed_words == again.words and again.words_per_second == 0.0
 
 
 def test_nan_loss_stops_with_a_message(corpus_file):
@@ -247,6 +252,18 @@ def test_cli_end_to_end(corpus_file, tmp_path):
                 "--cache-dir", "", "--binary", "--out", str(binary), "--quiet")
     assert r.returncode == 0, r.stderr
     assert load_word2vec(binary, binary=True)[1].shape == (30, 10)
+
+
+def test_outputs_honour_the_umask(corpus_file, tmp_path):
+    """Outputs get the mode a plain open() would give (0666 & ~umask), not mkstemp's 0600, so
+    other users of a shared machine can read the vectors. Mutant caught: the fchmod removed."""
+    old = os.umask(0o022)
+    try:
+        train(tiny_config(corpus_file, run={"epochs": 1, "quiet": True, "out": str(tmp_path / "v.txt")}))
+    finally:
+        os.umask(old)
+    for name in ("v.txt", "v.npz", "v.config.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
 
 
 @pytest.mark.parametrize("args, code, message", [

@@ -32,10 +32,15 @@ def save_word2vec(path: str | os.PathLike, words: Sequence[str], vectors: np.nda
             for word, row in zip(words, little):
                 f.write(word.encode("utf-8") + b" " + row.tobytes() + b"\n")
         else:
-            buf = io.StringIO()
-            np.savetxt(buf, vectors, fmt="%.9g", delimiter=" ")
-            rows = buf.getvalue().splitlines()
-            f.write("".join(f"{w} {r}\n" for w, r in zip(words, rows)).encode("utf-8"))
+            # Block by block: formatting the whole table at once held several copies of its
+            # text in memory (gigabytes at a million words × 300 dims).
+            block = 8192
+            for start in range(0, v, block):
+                buf = io.StringIO()
+                np.savetxt(buf, vectors[start:start + block], fmt="%.9g", delimiter=" ")
+                rows = buf.getvalue().splitlines()
+                f.write("".join(f"{w} {r}\n" for w, r in zip(words[start:start + block], rows))
+                        .encode("utf-8"))
 
 
 def _header(line: bytes, path) -> tuple[int, int]:

@@ -109,8 +109,12 @@ def run_train(args: argparse.Namespace) -> None:
 
     cfg = config_from_args(args)
     result = train(cfg)
-    summary = (f"trained {result.words:,} words in {result.seconds:.1f} s "
-               f"({result.words_per_second:,.0f} corpus words/s), mean loss {result.mean_loss:.4f}")
+    trained = result.words - result.resumed_words
+    if trained <= 0:
+        summary = f"nothing left to train: the checkpoint is at the end ({result.words:,} words)"
+    else:
+        summary = (f"trained {trained:,} words in {result.seconds:.1f} s "
+                   f"({result.words_per_second:,.0f} corpus words/s), mean loss {result.mean_loss:.4f}")
     print(summary, file=sys.stderr if cfg.run.quiet else sys.stdout)
     if cfg.run.out and not cfg.run.quiet:
         paths = output_paths(cfg.run.out)

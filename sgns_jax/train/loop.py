@@ -94,6 +94,7 @@ class TrainResult:
     examples: int = 0         # unmasked examples trained on (pairs, or centres for windows)
     epoch_losses: list[float] = field(default_factory=list)
     compile_seconds: float = 0.0  # compiling the training call, before the clock started
+    resumed_words: int = 0        # words read before this call (from a checkpoint)
 
     @property
     def vectors(self) -> np.ndarray:
@@ -101,9 +102,12 @@ class TrainResult:
 
     @property
     def words_per_second(self) -> float:
-        """Corpus tokens read / training seconds (corpus tokens × epochs for a full run)."""
-        read = self.corpus_tokens * self.words / max(self.epoch_words, 1)
-        return read / max(self.seconds, 1e-9)
+        """Corpus tokens read in this call / its training seconds (corpus tokens × epochs for a
+        full run); 0 when nothing was trained (a run resumed at its end)."""
+        trained = self.words - self.resumed_words
+        if trained <= 0 or self.seconds <= 0:
+            return 0.0
+        return self.corpus_tokens * trained / max(self.epoch_words, 1) / self.seconds
 
 
 def make_transform(name: str) -> tuple[optax.GradientTransformation, bool]:
@@ -307,6 +311,7 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None,
         return str(save_checkpoint(ckpt_dir, state, progress, cfg.to_dict()))
 
     last_ckpt = str(checkpoint_path(ckpt_dir)) if ckpt_dir and run.resume and progress.words else None
+    resumed_words = progress.words
     epoch_losses: list[float] = []
     t_train = None
     paused = 0.0  # callback time, not training time
@@ -396,7 +401,7 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None,
     params = {k: fetch(v)[:rows[k]] for k, v in state.params.items()}
     result = TrainResult(vocab, params, cfg, seconds, 0.0, corpus.raw_tokens, progress.words,
                          progress.loss_sum / max(progress.loss_count, 1.0), len(corpus),
-                         progress.examples, epoch_losses, compile_seconds)
+                         progress.examples, epoch_losses, compile_seconds, resumed_words)
     if run.out and writer:
         write_outputs(result)
     result.total_seconds = time.perf_counter() - t_start
