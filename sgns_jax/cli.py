@@ -25,6 +25,7 @@ def _cmd_vocab(args: argparse.Namespace) -> None:
     from sgns_jax.data.corpus import default_cache_dir, encode_corpus
 
     corpus = encode_corpus(args.corpus, min_count=args.min_count, max_vocab=args.max_vocab,
+                           max_final_vocab=args.max_final_vocab,
                            lowercase=args.lowercase,
                            cache_dir=None if args.no_cache else default_cache_dir())
     vocab = corpus.vocab
@@ -39,7 +40,9 @@ def _cmd_vocab(args: argparse.Namespace) -> None:
 def _add_corpus_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("corpus", help="text file (.gz/.bz2 too) or a directory of them")
     p.add_argument("--min-count", type=int, default=5)
-    p.add_argument("--max-vocab", type=int, default=None)
+    p.add_argument("--max-vocab", type=int, default=None, help="keep exactly the N most frequent words")
+    p.add_argument("--max-final-vocab", type=int, default=None,
+                   help="gensim's: raise min-count until at most N words remain")
     p.add_argument("--lowercase", action="store_true")
     p.add_argument("--no-cache", action="store_true", help="do not cache the encoded corpus")
 

@@ -384,3 +384,24 @@ def test_reduced_window_is_uniform_on_1_to_window(tmp_path):
     e = interior.sum() / window
     chi2 = np.sum((observed[1:] - e) ** 2 / e)
     assert chi2 < 18.5, observed  # chi-square with 4 dof: p < 0.001 above 18.47
+
+
+@pytest.mark.parametrize("n", [1000, 5000, 12345])
+def test_max_final_vocab_equals_gensims_vocabulary(tmp_path, n):
+    """``max_final_vocab`` keeps what gensim 4's ``Word2Vec(max_final_vocab=N)`` keeps on the
+    bundled corpus: min_count raised to one more than the (N+1)-th count, so ties at the
+    boundary all go. Mutant caught: keeping exactly N words (``max_vocab``'s rule)."""
+    from gensim.models import Word2Vec
+    from gensim.models.word2vec import Text8Corpus
+
+    from sgns_jax.evaluation.benchmarks import bundled
+
+    path = tmp_path / "wiki.txt"
+    import gzip as gz
+    path.write_bytes(gz.decompress(bundled("wiki.txt.gz").read_bytes()))
+    ours = encode_corpus(path, min_count=5, max_final_vocab=n).vocab
+    model = Word2Vec(min_count=5, max_final_vocab=n, workers=1)
+    model.build_vocab(Text8Corpus(str(path)))
+    theirs = {w: model.wv.get_vecattr(w, "count") for w in model.wv.index_to_key}
+    assert len(ours) <= n
+    assert dict(zip(ours.words, ours.counts.tolist())) == theirs

@@ -241,6 +241,7 @@ def encode_corpus(
     *,
     min_count: int = 5,
     max_vocab: int | None = None,
+    max_final_vocab: int | None = None,
     lowercase: bool = False,
     max_sentence_length: int = 1000,
     cache_dir: str | os.PathLike | None = None,
@@ -255,7 +256,8 @@ def encode_corpus(
     if max_sentence_length < 1:
         raise CorpusError(f"max_sentence_length must be >= 1, got {max_sentence_length}")
     files = corpus_files(path)
-    settings = dict(min_count=min_count, max_vocab=max_vocab, lowercase=lowercase,
+    settings = dict(min_count=min_count, max_vocab=max_vocab, max_final_vocab=max_final_vocab,
+                    lowercase=lowercase,
                     max_sentence_length=max_sentence_length, version=CACHE_FORMAT_VERSION)
     if cache_dir is not None:
         key = _cache_key(files, settings)
@@ -267,7 +269,8 @@ def encode_corpus(
     else:
         work = Path(tempfile.mkdtemp(prefix="sgns_jax-"))
     try:
-        corpus = _encode(files, work, lowercase, min_count, max_vocab, max_sentence_length)
+        corpus = _encode(files, work, lowercase, min_count, max_vocab, max_final_vocab,
+                         max_sentence_length)
         if cache_dir is None:  # no cache: keep the arrays in memory, drop the work folder
             corpus = Corpus(corpus.vocab, np.array(corpus.ids), corpus.sentence_starts,
                             corpus.raw_tokens, corpus.line_starts)
@@ -284,13 +287,14 @@ def encode_corpus(
 
 
 def _encode(files: list[Path], work: Path, lowercase: bool, min_count: int,
-            max_vocab: int | None, max_sentence_length: int) -> Corpus:
+            max_vocab: int | None, max_final_vocab: int | None, max_sentence_length: int) -> Corpus:
     prov_path = work / "provisional.i32"
     with open(prov_path, "wb") as f:
         words, counts, line_ends, total = _scan(files, lowercase, f)
     if total == 0:
         raise CorpusError(f"corpus is empty (no tokens): {files[0] if len(files) == 1 else files[0].parent}")
-    vocab = Vocabulary.from_counts(words, counts, min_count=min_count, max_vocab=max_vocab)
+    vocab = Vocabulary.from_counts(words, counts, min_count=min_count, max_vocab=max_vocab,
+                                   max_final_vocab=max_final_vocab)
 
     remap = np.full(len(words), -1, dtype=np.int32)
     prov_index = {w: i for i, w in enumerate(words)}

@@ -1,4 +1,5 @@
-"""Vocabulary: word counts, ``min_count`` / ``max_vocab`` pruning, word2vec's save-vocab format."""
+"""Vocabulary: word counts, ``min_count`` / ``max_vocab`` / ``max_final_vocab`` pruning, word2vec's
+save-vocab format."""
 
 from __future__ import annotations
 
@@ -59,15 +60,25 @@ class Vocabulary:
         *,
         min_count: int = 5,
         max_vocab: int | None = None,
+        max_final_vocab: int | None = None,
     ) -> "Vocabulary":
         """Prune and sort. ``words`` must be in first-occurrence order for a stable tie-break.
 
-        ``max_vocab`` keeps the ``max_vocab`` most frequent words *after* the full count, so the
-        kept counts are exact (gensim's ``max_vocab_size`` prunes during counting instead).
+        ``max_vocab`` keeps exactly the ``max_vocab`` most frequent words *after* the full
+        count, ties broken by first occurrence, so the kept counts are exact (gensim's
+        ``max_vocab_size`` prunes during counting instead, a known trap: gensim #3500).
+        ``max_final_vocab`` is gensim's: min_count is raised to one more than the count of the
+        (N+1)-th most frequent word, so at most N words are kept and a tie at the boundary
+        drops every word of that count.
         """
         check_vocab_settings(min_count, max_vocab)
+        if max_final_vocab is not None and max_final_vocab < 1:
+            raise ConfigError(f"max_final_vocab must be >= 1 or None, got {max_final_vocab!r}")
         counts = np.asarray(list(counts) if not isinstance(counts, np.ndarray) else counts,
                             dtype=np.int64)
+        if max_final_vocab is not None and max_final_vocab < counts.size:
+            boundary = np.partition(counts, counts.size - 1 - max_final_vocab)[counts.size - 1 - max_final_vocab]
+            min_count = max(min_count, int(boundary) + 1)
         keep = np.flatnonzero(counts >= min_count)
         if keep.size == 0:
             raise CorpusError(

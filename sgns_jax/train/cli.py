@@ -10,6 +10,7 @@ from sgns_jax.errors import ConfigError
 # flag dest → (config section, key). Flags left out keep the config file's (or default) value.
 FLAGS = {
     "min_count": ("data", "min_count"), "max_vocab": ("data", "max_vocab"),
+    "max_final_vocab": ("data", "max_final_vocab"),
     "lowercase": ("data", "lowercase"), "window": ("data", "window"), "sample": ("data", "sample"),
     "cache_dir": ("data", "cache_dir"),
     "dim": ("model", "dim"), "cbow": ("model", "cbow"), "init_scale": ("model", "init_scale"),
@@ -40,7 +41,9 @@ def register(sub, add_corpus_flags) -> None:
     p.add_argument("--config", help="JSON or TOML file with [data] [model] [loss] [optim] [run]")
     g = p.add_argument_group("data")
     g.add_argument("--min-count", type=int)
-    g.add_argument("--max-vocab", type=int)
+    g.add_argument("--max-vocab", type=int, help="keep exactly the N most frequent words")
+    g.add_argument("--max-final-vocab", type=int,
+                   help="gensim's: raise min-count until at most N words remain")
     g.add_argument("--lowercase", action="store_true")
     g.add_argument("--window", type=int)
     g.add_argument("--sample", type=float, help="subsampling threshold t (0 disables)")

@@ -29,7 +29,8 @@ UPDATE_PATHS = ("sparse", "dense")
 class DataConfig:
     corpus: str = ""
     min_count: int = 5
-    max_vocab: int | None = None
+    max_vocab: int | None = None        # keep exactly the N most frequent words
+    max_final_vocab: int | None = None  # gensim's: raise min_count until at most N words remain
     lowercase: bool = False
     window: int = 5
     sample: float = 1e-3
@@ -196,6 +197,8 @@ def validate(cfg: TrainConfig) -> None:
     checks = [
         (d.min_count >= 1, f"min_count must be >= 1, got {d.min_count}"),
         (d.max_vocab is None or d.max_vocab >= 1, f"max_vocab must be >= 1, got {d.max_vocab}"),
+        (d.max_final_vocab is None or d.max_final_vocab >= 1,
+         f"max_final_vocab must be >= 1, got {d.max_final_vocab}"),
         (d.window >= 1, f"window must be >= 1, got {d.window}"),
         (d.sample >= 0, f"sample must be >= 0, got {d.sample}"),
         (m.dim >= 1, f"dim must be >= 1, got {m.dim}"),

@@ -151,6 +151,7 @@ def load_corpus(cfg: TrainConfig) -> Corpus:
     d = cfg.data
     cache = default_cache_dir() if d.cache_dir is None else (d.cache_dir or None)
     return encode_corpus(d.corpus, min_count=d.min_count, max_vocab=d.max_vocab,
+                         max_final_vocab=d.max_final_vocab,
                          lowercase=d.lowercase, cache_dir=cache)
 
 

@@ -1,0 +1,164 @@
+"""Where the memory goes: peak RSS by phase, side by side with gensim on the same run.
+
+    python experiments/bench_memory.py [--corpus FILE] [--epochs 5] [--workers 2] [--dim 100]
+                                       [--out docs/bench_memory.json]
+
+Default corpus: ``../shared/data/mid.txt.gz`` (5.5 M tokens; ``$SGNS_JAX_MID`` elsewhere), the
+bundled corpus when that is missing. Each side runs in its own process. sgns_jax's phases:
+``import`` (JAX, the package, the CPU backend with its worker devices), ``corpus scan``
+(encoding into a fresh cache folder, as a first run does), ``setup`` (tables, compilation and
+the first chunk, up to the first callback), one ``epoch N`` phase per epoch, and ``write``
+(vectors, state and config). Each phase's peak is the kernel's high-water mark (``VmHWM``),
+reset between phases through ``/proc/self/clear_refs``, so a short spike is not missed; the
+process peak is the largest. gensim: skip-gram NS, the same settings, ``workers`` threads,
+``LineSentence`` (as ``bench_vs_gensim.py``), vectors saved as text; its peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SETTINGS = dict(dim=100, window=5, negative=5, sample=1e-3, min_count=5)
+
+
+def rss_mb() -> tuple[float, float]:
+    """(current, peak since the last reset) resident set size in MB."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines()
+                  if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+class Phases:
+    def __init__(self):
+        self.rows: list[dict] = []
+        self.t = time.perf_counter()
+        reset_peak()
+
+    def end(self, name: str) -> None:
+        current, peak = rss_mb()
+        self.rows.append({"phase": name, "peak_mb": peak, "after_mb": current,
+                          "seconds": time.perf_counter() - self.t})
+        self.t = time.perf_counter()
+        reset_peak()
+
+
+def child_sgns(args) -> dict:
+    phases = Phases()
+    import jax
+
+    if args.workers > 1:
+        jax.config.update("jax_num_cpu_devices", args.workers)
+    import jax.numpy as jnp
+
+    from sgns_jax.data.corpus import encode_corpus
+    from sgns_jax.train.config import TrainConfig
+    from sgns_jax.train.loop import train, write_outputs
+
+    jnp.ones(1).block_until_ready()
+    phases.end("import")
+    cache = tempfile.mkdtemp(prefix="bench-memory-")
+    corpus = encode_corpus(args.corpus, min_count=SETTINGS["min_count"], cache_dir=cache)
+    phases.end("corpus scan")
+    cfg = TrainConfig().replace(
+        data={"corpus": args.corpus, "window": SETTINGS["window"], "sample": SETTINGS["sample"],
+              "min_count": SETTINGS["min_count"]},
+        model={"dim": args.dim}, loss={"negative": SETTINGS["negative"]},
+        run={"epochs": args.epochs, "quiet": True, "workers": args.workers,
+             "out": os.path.join(args.tmp, "sgns.txt")})
+    epoch = [-1]
+
+    def callback(event) -> None:
+        if event.epoch != epoch[0]:
+            phases.end("setup" if epoch[0] < 0 else f"epoch {epoch[0] + 1}")
+            epoch[0] = event.epoch
+
+    result = train(cfg.replace(run={"out": None}), corpus, callback)
+    phases.end(f"epoch {epoch[0] + 1}")
+    write_outputs(dataclasses.replace(result, config=cfg))
+    phases.end("write")
+    return {"side": "sgns_jax", "phases": phases.rows, "vocab": len(corpus.vocab),
+            "tokens": corpus.raw_tokens, "words_per_s": result.words_per_second,
+            "peak_mb": max(r["peak_mb"] for r in phases.rows)}
+
+
+def child_gensim(args) -> dict:
+    from gensim.models import Word2Vec
+    from gensim.models.word2vec import LineSentence
+
+    t = time.perf_counter()
+    model = Word2Vec(LineSentence(args.corpus), sg=1, vector_size=args.dim, window=SETTINGS["window"],
+                     negative=SETTINGS["negative"], sample=SETTINGS["sample"],
+                     min_count=SETTINGS["min_count"], epochs=args.epochs, workers=args.workers)
+    train_s = time.perf_counter() - t
+    model.wv.save_word2vec_format(os.path.join(args.tmp, "gensim.txt"))
+    return {"side": "gensim", "peak_mb": rss_mb()[1], "vocab": len(model.wv),
+            "words_per_s": model.corpus_total_words * args.epochs / train_s}
+
+
+def default_corpus() -> str:
+    mid = Path(os.environ.get("SGNS_JAX_MID", Path(__file__).resolve().parents[2] / "shared" / "data" / "mid.txt.gz"))
+    if mid.exists():
+        return str(mid)
+    from sgns_jax.evaluation.benchmarks import bundled
+    return str(bundled("wiki.txt.gz"))
+
+
+def table(runs: list[dict]) -> str:
+    sg = next(r for r in runs if r["side"] == "sgns_jax")
+    gs = next((r for r in runs if r["side"] == "gensim"), None)
+    lines = ["| phase | peak RSS MB | RSS after MB | seconds |", "|---|---|---|---|"]
+    for p in sg["phases"]:
+        lines.append(f"| {p['phase']} | {p['peak_mb']:,.0f} | {p['after_mb']:,.0f} | {p['seconds']:.1f} |")
+    lines.append(f"| **sgns_jax peak** | **{sg['peak_mb']:,.0f}** | | |")
+    if gs:
+        lines.append(f"| **gensim peak** | **{gs['peak_mb']:,.0f}** | | |")
+        lines.append(f"| ratio | {sg['peak_mb'] / gs['peak_mb']:.2f}× | | |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--corpus")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--dim", type=int, default=SETTINGS["dim"])
+    p.add_argument("--sides", default="sgns_jax,gensim")
+    p.add_argument("--out", help="write the measurements here as JSON")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--tmp", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    args.corpus = args.corpus or default_corpus()
+    if args.child:
+        print("RESULT " + json.dumps(child_sgns(args) if args.child == "sgns_jax" else child_gensim(args)))
+        return
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for side in args.sides.split(","):
+            cmd = [sys.executable, __file__, "--child", side, "--corpus", args.corpus, "--tmp", tmp,
+                   "--epochs", str(args.epochs), "--workers", str(args.workers), "--dim", str(args.dim)]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                sys.exit(f"{side} failed:\n{r.stderr[-3000:]}")
+            runs.append(json.loads([l for l in r.stdout.splitlines() if l.startswith("RESULT ")][-1][7:]))
+    result = {"corpus": args.corpus, "epochs": args.epochs, "workers": args.workers, "dim": args.dim,
+              "settings": SETTINGS, "runs": runs}
+    print(f"{Path(args.corpus).name}, {args.epochs} epochs, {args.workers} workers, dim {args.dim}")
+    print(table(runs))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
