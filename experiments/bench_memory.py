@@ -75,7 +75,8 @@ def child_sgns(args) -> dict:
         data={"corpus": args.corpus, "window": SETTINGS["window"], "sample": SETTINGS["sample"],
               "min_count": SETTINGS["min_count"]},
         model={"dim": args.dim}, loss={"negative": SETTINGS["negative"]},
-        run={"epochs": args.epochs, "quiet": True, "workers": args.workers,
+        run={"epochs": args.epochs, "quiet": True,
+             "parallelism": "workers" if args.workers > 1 else "single", "devices": args.workers,
              "out": os.path.join(args.tmp, "sgns.txt")})
     epoch = [-1]
 

@@ -27,13 +27,15 @@ def child(args) -> dict:
     from sgns_jax.data.batches import epoch_chunks
     from sgns_jax.evaluation.benchmarks import bundled
     from sgns_jax.train.config import TrainConfig
-    from sgns_jax.train.loop import batch_spec, build_layer, load_corpus, train
+    from sgns_jax.train.build import batch_spec, build_layer, load_corpus
+    from sgns_jax.train.loop import train
 
     cfg = TrainConfig().replace(
         data={"corpus": args.corpus or str(bundled("wiki.txt.gz"))},
         loss={"name": args.loss, "negative_mode": args.negative_mode},
         optim={"batch_size": args.batch_size},
-        run={"epochs": args.epochs, "quiet": True, "devices": jax.device_count()})
+        run={"epochs": args.epochs, "quiet": True, "devices": jax.device_count(),
+             "parallelism": "data" if jax.device_count() > 1 else "single"})
     corpus = load_corpus(cfg)
     layer = build_layer(cfg, corpus.vocab.counts)
     spec = batch_spec(cfg, layer)

@@ -56,6 +56,7 @@ def child(args) -> dict:
         from sgns_jax.train.loop import train
 
         loss, optim, run, *model = MODES[args.mode]
+        run = run or {"parallelism": "single"}  # "w1": one stream (the CPU default is workers)
         cfg = TrainConfig().replace(
             data={"corpus": args.corpus, "min_count": SETTINGS["min_count"], "window": SETTINGS["window"],
                   "sample": SETTINGS["sample"], "cache_dir": ""},
@@ -81,7 +82,7 @@ def child(args) -> dict:
 PAIR = {"name": "ns", "negative_mode": "pair", "negative": 5}
 WINDOW = {"name": "ns", "negative_mode": "window", "negative": 5}
 BATCH = {"name": "ns", "negative_mode": "batch", "negative": 5, "shared_samples": 16}
-W2 = {"workers": 2}
+W2 = {"parallelism": "workers", "devices": 2}
 MODES = {
     "pair w1": (PAIR, {}, {}),
     "pair": (PAIR, {}, W2),

@@ -44,8 +44,8 @@ from sgns_jax.errors import TrainingDiverged
 from sgns_jax.evaluation.benchmarks import (SIMLEX, WORDSIM, bundled, evaluate_analogies,
                                             evaluate_word_pairs)
 from sgns_jax.evaluation.embeddings import Embeddings
-from sgns_jax.evaluation.heldout import (HeldoutObjective, heldout_pairs, implied_log_bias,
-                                         unigram_objective)
+from sgns_jax.evaluation.heldout import HeldoutObjective, heldout_pairs, unigram_objective
+from sgns_jax.losses import make_output_layer
 from sgns_jax.train.config import TrainConfig
 from sgns_jax.train.loop import train
 
@@ -88,14 +88,13 @@ def prepare(cfg: dict, settings: dict) -> dict:
 
 
 def objectives(strategy: dict, data: dict, split: str) -> dict[str, HeldoutObjective]:
-    """The model's own conditional ("heldout"), and for NS also softmax(u·h) ("heldout_raw")."""
-    counts = data["train"].vocab.counts
+    """The model's own conditional ("heldout"); where that adds a bias to the logits (NS's
+    log q), also the plain softmax(u·h) ("heldout_raw")."""
+    options = {k: v for k, v in strategy.items() if k != "name"}
+    layer = make_output_layer(strategy["name"], data["train"].vocab.counts, **options)
     pairs = data["pairs"][split]
-    if strategy["name"] == "hs":
-        return {"heldout": HeldoutObjective(pairs, tree_counts=counts)}
-    out = {"heldout": HeldoutObjective(pairs, bias=implied_log_bias(
-        strategy["name"], counts, strategy.get("ns_exponent", 0.75)))}
-    if strategy["name"] == "ns":
+    out = {"heldout": HeldoutObjective.of_layer(layer, pairs)}
+    if not layer.normalised and layer.conditional_log_bias() is not None:
         out["heldout_raw"] = HeldoutObjective(pairs)
     return out
 
@@ -108,7 +107,8 @@ def train_config(cfg: dict, strategy: dict, lr: float, seed: int, **run) -> Trai
         model={"dim": cfg["dim"]}, loss=dict(strategy),
         optim={"learning_rate": lr, "batch_size": cfg["batch_size"],
                "steps_per_chunk": cfg["steps_per_chunk"]},
-        run={"epochs": cfg["epochs"], "seed": seed, "quiet": True, **run})
+        # One stream: exact sequential SGD within each step, the same for every strategy.
+        run={"epochs": cfg["epochs"], "seed": seed, "quiet": True, "parallelism": "single", **run})
 
 
 def calibrate(cfg: dict, vocab_name: str, name: str, data: dict, out: Path) -> dict:

@@ -31,9 +31,10 @@ import numpy as np  # noqa: E402
 
 from sgns_jax.data.batches import epoch_chunks  # noqa: E402
 from sgns_jax.evaluation.benchmarks import bundled  # noqa: E402
-from sgns_jax.train import loop  # noqa: E402
+from sgns_jax.train import build as loop  # noqa: E402
 from sgns_jax.train.config import TrainConfig  # noqa: E402
-from sgns_jax.train.step import init_params, init_state, make_train_chunk  # noqa: E402
+from sgns_jax.train.step import chunk_steps, init_params, init_state  # noqa: E402
+from sgns_jax.train.updates import make_update_rule  # noqa: E402
 
 MODES = {
     "pair": {"name": "ns", "negative_mode": "pair"},
@@ -66,11 +67,11 @@ def profile(mode: str, n_chunks: int, top: int, batch_size: int | None = None) -
     corpus = loop.load_corpus(cfg)
     layer = loop.build_layer(cfg, corpus.vocab.counts)
     spec = loop.batch_spec(cfg, layer)
-    transform, _ = loop.make_transform("sgd")
+    rule = make_update_rule("sgd", "sparse")
     chunks = list(epoch_chunks(corpus, spec, 0))[:-1][:n_chunks]  # full chunks only
-    fn = make_train_chunk(layer, transform, loop.make_schedule(cfg, 5 * len(corpus)))
+    fn = jax.jit(chunk_steps(layer, rule, loop.make_schedule(cfg, 5 * len(corpus))), donate_argnums=(0,))
     init_key, root_key = jax.random.split(jax.random.key(0))
-    state = init_state(init_params(layer, len(corpus.vocab), 100, init_key), transform, "sparse")
+    state = init_state(init_params(layer, len(corpus.vocab), 100, init_key), rule)
     key = jax.random.key_data(root_key)
     device_chunks = [jax.device_put(c.arrays) for c in chunks]
     sources = op_sources(fn.lower(state, device_chunks[0], key).compile().as_text())

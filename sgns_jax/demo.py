@@ -6,8 +6,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import jax
-
 from sgns_jax.evaluation.benchmarks import bundled, evaluate_all, format_table
 from sgns_jax.evaluation.embeddings import Embeddings
 from sgns_jax.train.config import TrainConfig
@@ -18,11 +16,9 @@ WORDS = ("king", "war", "music", "france", "computer", "three")
 
 def main() -> None:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp()) / "vectors.txt"
-    # Two worker streams on the CPU (its cores), one on an accelerator.
-    jax.config.update("jax_num_cpu_devices", 2)
-    workers = 2 if jax.default_backend() == "cpu" else 1
+    # The defaults: worker streams over the CPU's cores, one stream on an accelerator.
     cfg = TrainConfig().replace(data={"corpus": str(bundled("wiki.txt.gz"))},
-                                run={"out": str(out), "epochs": 5, "workers": workers})
+                                run={"out": str(out), "epochs": 5})
     result = train(cfg)
     print(f"\n{result.corpus_tokens:,} tokens × {cfg.run.epochs} epochs in {result.seconds:.1f} s "
           f"= {result.words_per_second:,.0f} words/s (whole run {result.total_seconds:.1f} s); "

@@ -1,12 +1,12 @@
 """Checks run in a subprocess with 8 simulated CPU devices (see test_parallel.py).
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/multidevice_checks.py CHECK
-prints one JSON line with the check's measurements.
+prints one JSON line with the check's measurements. The runners (train/runners.py) are built as
+train() builds them, from a config.
 """
 
 import json
 import os
-import re
 import sys
 import tempfile
 
@@ -16,10 +16,14 @@ import numpy as np
 
 from sgns_jax.data.batches import epoch_chunks
 from sgns_jax.data.corpus import encode_corpus
+from sgns_jax.losses import registered_variants
+from sgns_jax.train.build import batch_spec, build_layer, make_schedule
 from sgns_jax.train.config import TrainConfig
-from sgns_jax.train.loop import batch_spec, build_layer, make_schedule, make_transform, train
-from sgns_jax.train.parallel import data_mesh, fetch, replicate, shard_chunk
-from sgns_jax.train.step import init_params, init_state, make_train_chunk
+from sgns_jax.train.loop import train
+from sgns_jax.train.parallel import fetch
+from sgns_jax.train.runners import RUNNERS, _whole_table_roles
+from sgns_jax.train.step import chunk_steps, init_params, init_state
+from sgns_jax.train.updates import make_update_rule
 
 
 def tiny_corpus(directory):
@@ -37,40 +41,51 @@ def config(path, **sections):
     cfg = TrainConfig().replace(
         data={"corpus": path, "min_count": 1, "cache_dir": "", "sample": 1e-2},
         model={"dim": 8}, optim={"batch_size": 64, "steps_per_chunk": 2},
-        run={"epochs": 2, "quiet": True})
+        run={"epochs": 2, "quiet": True, "parallelism": "single"})
     return cfg.replace(**sections) if sections else cfg
 
 
+def variant_config(path, name, kw, **sections):
+    """The config of a registered loss variant (its make_output_layer keyword arguments)."""
+    loss = {"name": name, **{k: v for k, v in kw.items() if k != "cbow"}}
+    return config(path, loss=loss, model={"dim": 8, "cbow": kw.get("cbow", False)}, **sections)
+
+
+def run_chunk(cfg, layer, params, chunk, parallelism, devices, update="sparse"):
+    """One chunk through the runner train() would build; (host params, reported loss)."""
+    corpus_words = 10**4
+    rule = make_update_rule("sgd", update, vocab_sharded=parallelism == "vocab")
+    spec = batch_spec(cfg, layer)
+    runner = RUNNERS[parallelism].build(cfg, layer, rule, make_schedule(cfg, corpus_words), spec,
+                                        devices, jax.random.key_data(jax.random.key(1)))
+    state = runner.place(init_state(jax.tree.map(jnp.copy, params), rule))
+    state, loss_sum, _ = runner.run(state, [chunk])
+    rows = {k: v.shape[0] for k, v in params.items()}
+    return runner.host_params(state, rows), float(fetch(loss_sum)), state
+
+
 def one_step(path):
-    """One chunk (2 SGD steps) on 1, 2, 4, 8 devices; max |difference| to the 1-device run."""
+    """One chunk (2 SGD steps) of every registered loss variant, sparse and dense, on 1, 2, 4
+    and 8 devices; max |difference| to the 1-device run."""
     out = {}
-    for loss, mode in [("ns", "pair"), ("ns", "window"), ("ns", "batch"), ("hs", "pair"),
-                       ("full", "pair"), ("nce", "pair"), ("sampled", "pair")]:
+    corpus = encode_corpus(path, min_count=1)
+    for name, kw in registered_variants():
         for update in ("sparse", "dense"):
-            cfg = config(path, loss={"name": loss, "negative_mode": mode}, optim={"update": update})
-            corpus = encode_corpus(path, min_count=1)
+            cfg = variant_config(path, name, kw, optim={"update": update, "batch_size": 64,
+                                                        "steps_per_chunk": 2})
             layer = build_layer(cfg, corpus.vocab.counts)
-            spec = batch_spec(cfg, layer)
-            chunk = next(iter(epoch_chunks(corpus, spec, 0))).arrays
-            transform, stateless = make_transform("sgd")
-            sched = make_schedule(cfg, len(corpus))
+            chunk = next(iter(epoch_chunks(corpus, batch_spec(cfg, layer), 0))).arrays
             params = init_params(layer, len(corpus.vocab), 8, jax.random.key(0))
             # Nonzero output vectors so every gradient path is exercised.
             params["w_out"] = params["w_out"] + 0.1 * jax.random.normal(jax.random.key(5), params["w_out"].shape)
-            key = jax.random.key_data(jax.random.key(1))
-            results = {}
-            for n in (1, 2, 4, 8):
-                mesh = data_mesh(n) if n > 1 else None
-                fn = make_train_chunk(layer, transform, sched, path=update, stateless=stateless, mesh=mesh)
-                fresh = jax.tree.map(jnp.copy, params)  # the chunk donates its state
-                state = replicate(init_state(fresh, transform, update), mesh)
-                state, loss_sum, count = fn(state, shard_chunk(chunk, mesh), replicate(key, mesh))
-                results[n] = ({k: fetch(v) for k, v in state.params.items()}, float(fetch(loss_sum)))
+            results = {n: run_chunk(cfg, layer, params, chunk, "data" if n > 1 else "single", n, update)[:2]
+                       for n in (1, 2, 4, 8)}
             diffs = {n: max(float(np.abs(results[n][0][k] - results[1][0][k]).max()) for k in ("w_in", "w_out"))
                      for n in (2, 4, 8)}
-            moved = float(np.abs(results[1][0]["w_in"] - np.asarray(params["w_in"])).max())
-            out[f"{loss}-{mode}-{update}"] = {"max_diff": max(diffs.values()), "moved": moved,
-                                              "loss_diff": max(abs(results[n][1] - results[1][1]) for n in (2, 4, 8))}
+            moved = max(float(np.abs(results[1][0][k] - np.asarray(params[k])).max()) for k in params)
+            label = "-".join([name] + [f"{k}={v}" for k, v in kw.items()] + [update])
+            out[label] = {"max_diff": max(diffs.values()), "moved": moved,
+                          "loss_diff": max(abs(results[n][1] - results[1][1]) for n in (2, 4, 8))}
     return out
 
 
@@ -78,27 +93,27 @@ def loss_curve(path):
     """Per-epoch mean loss of a short run on 1 and 4 devices."""
     curves = {}
     for n in (1, 4):
-        r = train(config(path, run={"epochs": 4, "quiet": True, "devices": n}))
-        curves[n] = r.epoch_losses
+        run = {"epochs": 4, "quiet": True, "parallelism": "data" if n > 1 else "single", "devices": n}
+        curves[n] = train(config(path, run=run)).epoch_losses
     return curves
 
 
 def hlo(path):
     """Count all-reduces whose operand is a whole [V, D] table in the compiled sparse step."""
     out = {}
+    corpus = encode_corpus(path, min_count=1)
     for loss, update in [("ns", "sparse"), ("hs", "sparse"), ("ns", "dense")]:
-        cfg = config(path, loss={"name": loss}, optim={"update": update})
-        corpus = encode_corpus(path, min_count=1)
+        cfg = config(path, loss={"name": loss}, optim={"update": update, "batch_size": 64,
+                                                       "steps_per_chunk": 2})
         layer = build_layer(cfg, corpus.vocab.counts)
-        chunk = next(iter(epoch_chunks(corpus, batch_spec(cfg, layer), 0))).arrays
-        transform, stateless = make_transform("sgd")
-        mesh = data_mesh(8)
-        fn = make_train_chunk(layer, transform, make_schedule(cfg, len(corpus)), path=update,
-                              stateless=stateless, mesh=mesh)
+        spec = batch_spec(cfg, layer)
+        rule = make_update_rule("sgd", update)
+        runner = RUNNERS["data"].build(cfg, layer, rule, make_schedule(cfg, len(corpus)), spec, 8,
+                                       jax.random.key_data(jax.random.key(1)))
         params = init_params(layer, len(corpus.vocab), 8, jax.random.key(0))
-        state = replicate(init_state(params, transform, update), mesh)
-        text = fn.lower(state, shard_chunk(chunk, mesh),
-                        replicate(jax.random.key_data(jax.random.key(1)), mesh)).compile().as_text()
+        state = runner.place(init_state(params, rule))
+        text = runner.chunk_fn.lower(state, runner.place_arrays(spec.zero_chunk()),
+                                     runner.root_key).compile().as_text()
         shapes = {f"f32[{params[k].shape[0]},8]" for k in params}
         reduces = [l for l in text.splitlines() if "all-reduce" in l]
         out[f"{loss}-{update}"] = {"table_all_reduces": sum(any(s in l for s in shapes) for l in reduces),
@@ -109,56 +124,49 @@ def hlo(path):
 def distributed(path, process_id, port, out):
     """One of two processes (2 CPU devices each) of a jax.distributed run."""
     cfg = config(path, run={"epochs": 2, "quiet": True, "coordinator": f"127.0.0.1:{port}",
-                            "num_processes": 2, "process_id": process_id, "out": out})
+                            "num_processes": 2, "process_id": process_id, "out": out,
+                            "parallelism": None})  # the default: data parallel over every process
     r = train(cfg)
     return {"devices": jax.device_count(), "processes": jax.process_count(), "loss": r.mean_loss}
 
 
 def single_process_4(path, out):
-    r = train(config(path, run={"epochs": 2, "quiet": True, "devices": 4, "out": out}))
+    r = train(config(path, run={"epochs": 2, "quiet": True, "parallelism": "data", "devices": 4,
+                                "out": out}))
     return {"devices": jax.device_count(), "loss": r.mean_loss}
 
 
 def vocab_sharded(path):
-    """One chunk with the tables' rows split over 2, 4, 8 devices vs the unsharded step."""
-    from sgns_jax.train.parallel import pad_rows, shard_rows
-
+    """One chunk with the tables' rows split over 2, 4, 8 devices vs the unsharded step, for
+    every registered variant whose lookups are rows (not whole tables)."""
     out = {}
-    for loss, mode in [("ns", "pair"), ("ns", "window"), ("ns", "batch"), ("hs", "pair"),
-                       ("nce", "pair"), ("sampled", "pair")]:
-        cfg = config(path, loss={"name": loss, "negative_mode": mode})
-        corpus = encode_corpus(path, min_count=1)
+    corpus = encode_corpus(path, min_count=1)
+    for name, kw in registered_variants():
+        cfg = variant_config(path, name, kw)
         layer = build_layer(cfg, corpus.vocab.counts)
+        if any(_whole_table_roles(layer)):
+            continue
         chunk = next(iter(epoch_chunks(corpus, batch_spec(cfg, layer), 0))).arrays
-        transform, stateless = make_transform("sgd")
-        sched = make_schedule(cfg, len(corpus))
         params = init_params(layer, len(corpus.vocab), 8, jax.random.key(0))
         params["w_out"] = params["w_out"] + 0.1 * jax.random.normal(jax.random.key(5), params["w_out"].shape)
-        key = jax.random.key_data(jax.random.key(1))
-        fn = make_train_chunk(layer, transform, sched, stateless=stateless)
-        ref, _, _ = fn(init_state(jax.tree.map(jnp.copy, params), transform, "sparse"), chunk, key)
+        ref, _, _ = run_chunk(cfg, layer, params, chunk, "single", 1)
         diffs = {}
         for n in (2, 4, 8):
-            mesh = data_mesh(n)
-            fn = make_train_chunk(layer, transform, sched, stateless=stateless, mesh=mesh,
-                                  shard_vocab=True)
-            padded = pad_rows(jax.tree.map(jnp.copy, params), n)
-            state = init_state(shard_rows(padded, mesh), transform, "sparse")
-            state, _, _ = fn(state, chunk, key)
+            got, _, state = run_chunk(cfg, layer, params, chunk, "vocab", n)
             per_device = {k: v.addressable_shards[0].data.shape[0] for k, v in state.params.items()}
-            diffs[n] = max(float(np.abs(np.asarray(state.params[k])[:ref.params[k].shape[0]]
-                                        - np.asarray(ref.params[k])).max()) for k in ref.params)
-            assert all(per_device[k] * n == padded[k].shape[0] for k in per_device)
-        out[f"{loss}-{mode}"] = {"max_diff": max(diffs.values()),
-                                 "moved": float(np.abs(np.asarray(ref.params["w_in"]) - np.asarray(params["w_in"])).max())}
+            assert all(per_device[k] * n == -(-params[k].shape[0] // n) * n for k in per_device)
+            diffs[n] = max(float(np.abs(got[k] - ref[k]).max()) for k in ref)
+        label = "-".join([name] + [f"{k}={v}" for k, v in kw.items()])
+        out[label] = {"max_diff": max(diffs.values()),
+                      "moved": float(np.abs(ref["w_in"] - np.asarray(params["w_in"])).max())}
     return out
 
 
 def vocab_sharded_training(path):
     """A short run with rows split over 4 devices vs the same run on one device."""
-    a = train(config(path, loss={"name": "ns", "negative_mode": "pair"}, run={"epochs": 2, "quiet": True, "devices": 1}))
-    b = train(config(path, loss={"name": "ns", "negative_mode": "pair"},
-                     run={"epochs": 2, "quiet": True, "devices": 4, "shard_vocab": True}))
+    loss = {"name": "ns", "negative_mode": "pair"}
+    a = train(config(path, loss=loss, run={"epochs": 2, "quiet": True, "parallelism": "single"}))
+    b = train(config(path, loss=loss, run={"epochs": 2, "quiet": True, "parallelism": "vocab", "devices": 4}))
     return {"max_diff": max(float(np.abs(a.params[k] - b.params[k]).max()) for k in a.params),
             "shapes_equal": all(a.params[k].shape == b.params[k].shape for k in a.params),
             "losses": [a.epoch_losses, b.epoch_losses]}
@@ -174,15 +182,15 @@ def workers(path):
     layer = build_layer(cfg, corpus.vocab.counts)
     spec = batch_spec(cfg, layer)
     chunks = [c.arrays for c in epoch_chunks(corpus, spec, 0)][:3]
-    transform, _ = make_transform("sgd")
-    fn = make_train_chunk(layer, transform, make_schedule(cfg, len(corpus)))
+    rule = make_update_rule("sgd", "sparse")
+    fn = jax.jit(chunk_steps(layer, rule, make_schedule(cfg, len(corpus))), donate_argnums=(0,))
     params = init_params(layer, len(corpus.vocab), 8, jax.random.key(0))
     params["w_out"] = params["w_out"] + 0.1
     key = jax.random.key_data(jax.random.key(1))
     t = spec.steps_per_chunk
 
     def fresh(step=0):
-        return init_state(jax.tree.map(jnp.copy, params), transform, "sparse")._replace(
+        return init_state(jax.tree.map(jnp.copy, params), rule)._replace(
             step=jnp.int32(step))
 
     def run(state, group):
@@ -201,10 +209,14 @@ def workers(path):
         out[f"round_diff_r{r}"] = max(float(np.abs(np.asarray(merged.params[k]) - expected[k]).max())
                                       for k in params)
         out[f"round_step_r{r}"] = int(merged.step)
+        # Every replica leaves the round equal to the merged base (only touched rows move).
+        out[f"replica_diff_r{r}"] = max(float(np.abs(np.asarray(rep.params[k]) - np.asarray(merged.params[k])).max())
+                                        for rep in streams.replicas for k in params)
         out[f"moved_r{r}"] = min(float(np.abs(np.asarray(p.params["w_in"]) - params["w_in"]).max())
                                  for p in parts)
     runs = [train(config(path, loss={"name": "ns", "negative_mode": "pair"},
-                         run={"epochs": 2, "quiet": True, "workers": w})) for w in (2, 2, 1)]
+                         run={"epochs": 2, "quiet": True, "parallelism": p, "devices": w}))
+            for p, w in (("workers", 2), ("workers", 2), ("single", 1))]
     out["repeat_diff"] = max(float(np.abs(runs[0].params[k] - runs[1].params[k]).max())
                              for k in runs[0].params)
     out["workers_vs_one"] = max(float(np.abs(runs[0].params[k] - runs[2].params[k]).max())
@@ -227,7 +239,8 @@ def workers(path):
     with tempfile.TemporaryDirectory() as ckpt:
         def cfg(**run):
             return config(path, loss={"name": "ns", "negative_mode": "pair"},
-                          run={"epochs": 2, "quiet": True, "workers": 2, "checkpoint_dir": ckpt, **run})
+                          run={"epochs": 2, "quiet": True, "parallelism": "workers", "devices": 2,
+                               "checkpoint_dir": ckpt, **run})
         try:
             train(cfg(), callback=interrupt)
             out["interrupted"] = False

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from sgns_jax.data.corpus import encode_corpus
-from sgns_jax.evaluation.heldout import (HeldoutObjective, heldout_pairs, implied_log_bias,
-                                         unigram_objective)
+from sgns_jax.evaluation.heldout import HeldoutObjective, heldout_pairs, unigram_objective
+from sgns_jax.losses import make_output_layer
 from sgns_jax.train.config import TrainConfig
 from sgns_jax.train.loop import train
 
@@ -60,14 +60,14 @@ def test_ns_is_scored_by_its_implied_conditional_and_matches_nce(markov):
     """Trained on a chain with a known conditional (entropy H), NS scored by softmax(u·h +
     log q) reaches H, as NCE does, and is far below ln V and the unigram baseline; scored as
     raw softmax(u·h) it is no better than the unigram. Mutant caught: NS scored as raw
-    softmax(u·h) (implied_log_bias returning None for ns)."""
+    softmax(u·h) (NegativeSampling.conditional_log_bias returning None)."""
     train_split, pairs, entropy = markov
     counts = train_split.vocab.counts
     ns = _train(train_split, {"name": "ns", "negative_mode": "pair"})
     nce = _train(train_split, {"name": "nce"})
-    ns_implied = HeldoutObjective(pairs, bias=implied_log_bias("ns", counts))(ns)
+    ns_implied = HeldoutObjective.of_layer(make_output_layer("ns", counts), pairs)(ns)
     ns_raw = HeldoutObjective(pairs)(ns)
-    nce_score = HeldoutObjective(pairs, bias=implied_log_bias("nce", counts))(nce)
+    nce_score = HeldoutObjective.of_layer(make_output_layer("nce", counts), pairs)(nce)
     unigram = unigram_objective(pairs, counts, 0.0)
     assert abs(ns_implied - entropy) < 0.03, (ns_implied, entropy)
     assert abs(ns_implied - nce_score) < 0.03, (ns_implied, nce_score)
@@ -82,9 +82,12 @@ def test_heldout_objective_is_the_biased_log_softmax():
     pairs = {"input": rng.integers(0, V, 37).astype(np.int32),
              "output": rng.integers(0, V, 37).astype(np.int32), "mask": np.ones(37, np.float32)}
     counts = rng.integers(1, 1000, V)
-    bias = implied_log_bias("ns", counts)
-    np.testing.assert_allclose(bias, np.log(counts ** 0.75 / np.sum(counts ** 0.75)))
-    assert implied_log_bias("nce", counts) is None and implied_log_bias("sampled", counts) is None
+    bias = np.asarray(make_output_layer("ns", counts).conditional_log_bias())
+    np.testing.assert_allclose(bias, np.log(counts ** 0.75 / np.sum(counts ** 0.75)), rtol=1e-5)
+    for name in ("nce", "sampled"):
+        assert make_output_layer(name, counts).conditional_log_bias() is None
+    for name in ("full", "hs"):
+        assert make_output_layer(name, counts).normalised
     logits = params["w_in"][pairs["input"]] @ params["w_out"].T + bias
     logp = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
     ref = -np.mean(logp[np.arange(37), pairs["output"]])

@@ -12,7 +12,7 @@ import pytest
 from sgns_jax.data.pairs import skipgram_pairs
 from sgns_jax.data.vocab import noise_distribution
 from sgns_jax.losses import (AliasSampler, FullSoftmax, HierarchicalSoftmax, huffman_codes,
-                             make_output_layer)
+                             make_output_layer, registered_variants)
 
 V, D, B = 40, 6, 12
 RNG = np.random.default_rng(0)
@@ -36,14 +36,8 @@ def make_batch(layer, seed=1):
             "mask": jnp.asarray(rng.random((B, 4)) < 0.7, jnp.float32)}
 
 
-VARIANTS = [
-    ("full", {}), ("full", {"cbow": True}), ("full", {"softmax_chunk": 64}),
-    ("hs", {}), ("hs", {"cbow": True}),
-    ("ns", {"negative_mode": "pair"}), ("ns", {"negative_mode": "window"}),
-    ("ns", {"negative_mode": "batch", "shared_samples": 7}), ("ns", {"cbow": True}),
-    ("nce", {}), ("nce", {"cbow": True}),
-    ("sampled", {"shared_samples": 9}), ("sampled", {"shared_samples": 9, "cbow": True}),
-]
+# Every registered layer in every variant its registry entry lists (sgns_jax.losses.registry).
+VARIANTS = list(registered_variants())
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for n, kw in VARIANTS]
 
 
@@ -157,7 +151,7 @@ def test_nce_equals_its_numpy_formula():
     """NCE (Mnih & Teh 2012): Δ(w) = u_w·h − log(K·q(w)), loss −log σ(Δ(c)) − Σ_k log σ(−Δ(n_k)),
     q = counts^0.75 normalised, independent of the module. Mutant caught: the log(K·q)
     correction removed (the layer would be negative sampling)."""
-    layer = make_output_layer("nce", COUNTS, negatives=4)
+    layer = make_output_layer("nce", COUNTS, negative=4)
     params = {k: np.asarray(v, np.float64) for k, v in make_params(layer).items()}
     batch = make_batch(layer)
     key = jax.random.key(2)
@@ -307,7 +301,7 @@ def test_sampled_gradients_approach_full_softmax_direction():
     assert cos_by_s[-1] > 0.99 and cos_by_s[-1] >= cos_by_s[0] - 1e-6, cos_by_s
     keys = jax.random.split(jax.random.key(2), 300)
     for k in (5, 15):
-        layer = make_output_layer("ns", counts, negatives=k)
+        layer = make_output_layer("ns", counts, negative=k, negative_mode="pair")
         mean_grad = jnp.mean(jax.vmap(lambda kk: grad_v(layer, kk))(keys), 0)
         assert _cos(mean_grad, exact) > 0.9
 
@@ -331,7 +325,7 @@ def test_sgns_factorises_shifted_pmi():
     pair_counts = np.zeros((v, v))
     np.add.at(pair_counts, (w, c), 1)
     counts = np.bincount(ids, minlength=v)
-    layer = make_output_layer("ns", counts, negatives=k, ns_exponent=1.0, negative_mode="pair")
+    layer = make_output_layer("ns", counts, negative=k, ns_exponent=1.0, negative_mode="pair")
     ww, cc = np.nonzero(pair_counts)
     # One example per distinct pair, weighted by its count: the whole corpus in one batch.
     batch = {"input": jnp.asarray(ww, jnp.int32), "output": jnp.asarray(cc, jnp.int32),
@@ -383,9 +377,9 @@ def test_negative_modes_agree_in_expectation():
         g = jax.vmap(lambda k: jax.grad(lambda p: layer.loss(p, batch, k)[1]["sum"])(params))(keys)
         return {k: v.mean(0) for k, v in g.items()}, {k: v.std(0) / np.sqrt(len(keys)) for k, v in g.items()}
 
-    ref, ref_se = mean_grad(make_output_layer("ns", COUNTS, negatives=5), pairs)
+    ref, ref_se = mean_grad(make_output_layer("ns", COUNTS, negative=5, negative_mode="pair"), pairs)
     for mode, batch in (("window", windows), ("batch", pairs)):
-        got, se = mean_grad(make_output_layer("ns", COUNTS, negatives=5, negative_mode=mode,
+        got, se = mean_grad(make_output_layer("ns", COUNTS, negative=5, negative_mode=mode,
                                               shared_samples=8), batch)
         for name in ("w_in", "w_out"):
             diff = np.abs(got[name] - ref[name])

@@ -15,10 +15,13 @@ from sgns_jax.data.corpus import encode_corpus
 from sgns_jax.errors import ConfigError, SgnsError, TrainingDiverged
 from sgns_jax.evaluation.formats import load_word2vec
 from sgns_jax.train import loop as loop_mod
+from sgns_jax.train import runners as runners_mod
 from sgns_jax.train.checkpoint import load_checkpoint
 from sgns_jax.train.config import TrainConfig
-from sgns_jax.train.loop import TrainingInterrupted, build_layer, make_transform, train
-from sgns_jax.train.step import init_params, init_state, train_step
+from sgns_jax.train.build import batch_spec, build_layer, make_schedule
+from sgns_jax.train.loop import TrainingInterrupted, train
+from sgns_jax.train.step import chunk_steps, init_params, init_state, train_step
+from sgns_jax.train.updates import make_update_rule
 
 
 @pytest.fixture(scope="module")
@@ -37,23 +40,22 @@ def tiny_config(corpus_file, **sections):
         data={"corpus": str(corpus_file), "min_count": 1, "cache_dir": "", "sample": 1e-2},
         model={"dim": 8},
         optim={"batch_size": 32, "steps_per_chunk": 4},
-        run={"epochs": 2, "quiet": True})
+        run={"epochs": 2, "quiet": True, "parallelism": "single"})
     return base.replace(**sections) if sections else base
 
 
 def test_no_recompilation_after_first_chunk(corpus_file, monkeypatch):
     made = []
-    original = loop_mod.make_train_chunk
+    original = runners_mod.SingleDevice.build.__func__
 
-    def recording(*args, **kwargs):
-        fn = original(*args, **kwargs)
-        made.append(fn)
-        return fn
+    def recording(cls, *args, **kwargs):
+        made.append(original(cls, *args, **kwargs))
+        return made[-1]
 
-    monkeypatch.setattr(loop_mod, "make_train_chunk", recording)
+    monkeypatch.setattr(runners_mod.SingleDevice, "build", classmethod(recording))
     train(tiny_config(corpus_file))
     assert len(made) == 1
-    assert made[0]._cache_size() == 1
+    assert made[0].chunk_fn._cache_size() == 1
 
 
 @pytest.mark.parametrize("loss, mode", [("ns", "pair"), ("ns", "window"), ("ns", "batch"),
@@ -76,7 +78,6 @@ def test_lazy_sparse_step_equals_dense_step_from_fresh_state(corpus_file, optimi
     cfg = tiny_config(corpus_file, optim={"optimizer": optimizer}, loss={"negative_mode": "pair"})
     corpus = encode_corpus(corpus_file, min_count=1)
     layer = build_layer(cfg, corpus.vocab.counts)
-    transform, stateless = make_transform(optimizer)
     params = init_params(layer, len(corpus.vocab), 8, jax.random.key(0))
     params["w_out"] = params["w_in"][: params["w_out"].shape[0]] * 3  # nonzero output rows
     batch = {"input": jnp.array([1, 2, 2, 5], jnp.int32), "output": jnp.array([3, 3, 4, 1], jnp.int32),
@@ -84,9 +85,9 @@ def test_lazy_sparse_step_equals_dense_step_from_fresh_state(corpus_file, optimi
     key = jax.random.key(1)
     outs = {}
     for path in ("sparse", "dense"):
-        state = init_state(params, transform, path)
-        outs[path], _, _ = train_step(state, batch, key, jnp.float32(0.01), layer=layer,
-                                      transform=transform, path=path, stateless=stateless)
+        rule = make_update_rule(optimizer, path)
+        outs[path], _, _ = train_step(init_state(params, rule), batch, key, jnp.float32(0.01),
+                                      layer=layer, rule=rule)
     for k in ("w_in", "w_out"):
         np.testing.assert_allclose(outs["sparse"].params[k], outs["dense"].params[k], rtol=1e-5, atol=1e-7)
     assert not np.allclose(outs["sparse"].params["w_in"], params["w_in"])
@@ -111,7 +112,6 @@ def test_lazy_optimizers_learn_a_learnable_problem(tmp_path, optimizer):
     corpus = encode_corpus(path, min_count=1)
     layer = build_layer(cfg, corpus.vocab.counts)
     from sgns_jax.data.batches import epoch_examples
-    from sgns_jax.train.loop import batch_spec
     (ex,) = epoch_examples(corpus, batch_spec(cfg, layer), 0)
     batch = {k: jnp.asarray(ex[k]) for k in ("input", "output", "mask")}
     key = jax.random.key(0)
@@ -177,7 +177,7 @@ def test_resume_after_sigint_equals_uninterrupted(corpus_file, tmp_path, monkeyp
     monkeypatch.setattr(loop_mod, "Prefetcher", real_prefetcher)
     # The checkpoint loads and is mid-run.
     layer = build_layer(cfg, encode_corpus(corpus_file, min_count=1).vocab.counts)
-    template = init_state(init_params(layer, 30, 8, jax.random.key(0)), make_transform("sgd")[0], "sparse")
+    template = init_state(init_params(layer, 30, 8, jax.random.key(0)), make_update_rule("sgd", "sparse"))
     state, progress, saved_cfg = load_checkpoint(tmp_path / "ckpt", template)
     assert 0 < int(state.step) and saved_cfg["run"]["epochs"] == 3
     resumed = train(cfg.replace(run={"resume": True}))
@@ -209,18 +209,22 @@ def test_config_file_roundtrip_and_errors(tmp_path, corpus_file):
         TrainConfig.from_dict({"loss": {"nmae": "ns"}})
     with pytest.raises(ConfigError, match="unknown loss"):
         TrainConfig.from_dict({"loss": {"name": "softmaxx"}})
-    with pytest.raises(ConfigError, match="workers > 1 needs optimizer sgd"):
-        cfg.replace(optim={"optimizer": "adam"}, run={"workers": 2})
-    with pytest.raises(ConfigError, match="does not combine"):
-        cfg.replace(run={"workers": 2, "devices": 2})
+    with pytest.raises(ConfigError, match="'workers' needs optimizer sgd"):
+        cfg.replace(optim={"optimizer": "adam"}, run={"parallelism": "workers", "devices": 2})
+    with pytest.raises(ConfigError, match="'single' runs on one device"):
+        cfg.replace(run={"devices": 2})
+    with pytest.raises(ConfigError, match="'vocab' needs optimizer sgd"):
+        cfg.replace(optim={"optimizer": "adam"}, run={"parallelism": "vocab"})
+    with pytest.raises(ConfigError, match="'window' is for skip-gram"):
+        cfg.replace(model={"cbow": True}, loss={"negative_mode": "window"})
 
 
 def test_workers_without_enough_devices_is_a_clear_error(corpus_file):
     jnp.zeros(1).block_until_ready()  # JAX has started: the CPU device count is fixed
     if len(jax.devices()) >= 2:
         pytest.skip("this process has several devices")
-    with pytest.raises(SgnsError, match="workers=2 needs 2 devices.*device_count=2"):
-        train(tiny_config(corpus_file, run={"workers": 2}))
+    with pytest.raises(SgnsError, match="2 streams need 2 devices.*device_count=2"):
+        train(tiny_config(corpus_file, run={"parallelism": "workers", "devices": 2}))
 
 
 def test_output_in_missing_directory_fails_before_training(corpus_file, tmp_path):
@@ -284,15 +288,13 @@ def test_sparse_step_makes_no_full_table_copy(loss, mode):
     (two chained scatters into one donated table make XLA insert one)."""
     import re
 
-    from sgns_jax.train.loop import make_schedule
-
     v, d = 3000, 16
     counts = np.arange(v, 0, -1)
     cfg = TrainConfig().replace(loss={"name": loss, "negative_mode": mode}, model={"dim": d})
     layer = build_layer(cfg, counts)
-    transform, stateless = make_transform("sgd")
-    fn = loop_mod.make_train_chunk(layer, transform, make_schedule(cfg, 10**6), stateless=stateless)
-    state = init_state(init_params(layer, v, d, jax.random.key(0)), transform, "sparse")
+    rule = make_update_rule("sgd", "sparse")
+    fn = jax.jit(chunk_steps(layer, rule, make_schedule(cfg, 10**6)), donate_argnums=(0,))
+    state = init_state(init_params(layer, v, d, jax.random.key(0)), rule)
     rng = np.random.default_rng(0)
     t, b = 4, 64
     if layer.layout == "pairs":
@@ -315,13 +317,10 @@ def test_sparse_step_makes_no_full_table_copy(loss, mode):
 def test_chunk_equals_its_steps_and_reports_the_first_steps_loss(update):
     """The fused chunk = its steps one by one; the loss it reports is the first step's (the
     other steps skip the loss value, so the reported figure must not include them)."""
-    from sgns_jax.train.loop import make_schedule
-    from sgns_jax.train.step import make_train_chunk
-
     v, d, t, b = 40, 8, 3, 16
     cfg = TrainConfig().replace(model={"dim": d}, loss={"negative_mode": "pair"})
     layer = build_layer(cfg, np.arange(v, 0, -1))
-    transform, stateless = make_transform("sgd")
+    rule = make_update_rule("sgd", update)
     schedule = make_schedule(cfg, 10**4)
     rng = np.random.default_rng(0)
     arrays = {"input": rng.integers(0, v, (t, b)).astype(np.int32),
@@ -332,17 +331,16 @@ def test_chunk_equals_its_steps_and_reports_the_first_steps_loss(update):
     params["w_out"] = params["w_out"] + 0.1
     root = jax.random.key(1)
 
-    state = init_state(jax.tree.map(jnp.copy, params), transform, update)
+    state = init_state(jax.tree.map(jnp.copy, params), rule)
     reported = []
     for i in range(t):
         batch = {k: jnp.asarray(arrays[k][i]) for k in ("input", "output", "mask")}
         state, loss, count = train_step(state, batch, jax.random.fold_in(root, state.step),
-                                        schedule(arrays["words"][i]), layer=layer,
-                                        transform=transform, path=update, stateless=stateless)
+                                        schedule(arrays["words"][i]), layer=layer, rule=rule)
         reported.append((float(loss), float(count)))
     loss, count = reported[0]
-    fn = make_train_chunk(layer, transform, schedule, path=update, stateless=stateless)
-    fused, fused_loss, fused_count = fn(init_state(jax.tree.map(jnp.copy, params), transform, update),
+    fn = jax.jit(chunk_steps(layer, rule, schedule), donate_argnums=(0,))
+    fused, fused_loss, fused_count = fn(init_state(jax.tree.map(jnp.copy, params), rule),
                                         arrays, jax.random.key_data(root))
     assert float(fused_count) == count == arrays["mask"][0].sum()
     np.testing.assert_allclose(float(fused_loss), float(loss), rtol=1e-6)
@@ -378,7 +376,7 @@ def test_cbow_step_is_word2vecs_update(loss):
     cfg = TrainConfig().replace(model={"dim": d, "cbow": True},
                                 loss={"name": loss, "negative_mode": "pair", "negative": 3})
     layer = build_layer(cfg, np.arange(v, 0, -1) * 10)
-    transform, stateless = make_transform("sgd")
+    rule = make_update_rule("sgd", "sparse")
     rng = np.random.default_rng(0)
     params = {"w_in": jnp.asarray(rng.normal(size=(v, d)) * 0.3, jnp.float32),
               "w_out": jnp.asarray(rng.normal(size=(layer.table_rows(v)["w_out"], d)) * 0.3,
@@ -388,7 +386,7 @@ def test_cbow_step_is_word2vecs_update(loss):
     context = words[3:15].reshape(3, 4).astype(np.int32)
     mask = np.array([[1, 1, 1, 1], [1, 0, 1, 0], [0, 0, 1, 1]], np.float32)
     alpha = 0.05
-    state = init_state(params, transform, "sparse")
+    state = init_state(params, rule)
     outputs = []
     for i in range(3):  # word2vec's order: one window after the other
         batch = {"centre": jnp.asarray(centre[i:i + 1]), "context": jnp.asarray(context[i:i + 1]),
@@ -407,7 +405,7 @@ def test_cbow_step_is_word2vecs_update(loss):
             outputs.append([(tree.points[c, j], 1.0 - tree.codes[c, j])
                             for j in range(tree.lengths[c])])
         state, _, _ = train_step(state, batch, key, jnp.float32(alpha), layer=layer,
-                                 transform=transform, stateless=stateless)
+                                 rule=rule)
     ref_in, ref_out = _word2vec_cbow_update(np.asarray(params["w_in"], np.float64),
                                             np.asarray(params["w_out"], np.float64),
                                             zip(context, mask), outputs, alpha)
@@ -422,7 +420,7 @@ def test_learning_rate_decays_linearly_in_words_read(corpus_file):
     to the schedule would not be corpus positions), the floor missing or at the wrong end,
     CBOW's default lr (0.05) or skip-gram's (0.025) changed."""
     from sgns_jax.data.batches import epoch_chunks
-    from sgns_jax.train.loop import batch_spec, make_schedule
+    from sgns_jax.train.build import batch_spec, make_schedule
 
     for cbow, alpha in ((False, 0.025), (True, 0.05)):
         cfg = tiny_config(corpus_file, model={"dim": 8, "cbow": cbow}, run={"epochs": 3, "quiet": True})
@@ -455,8 +453,6 @@ def test_compilation_is_not_training_time(corpus_file, monkeypatch):
     compiling, call (training seconds would include the 1.5 s)."""
     import time
 
-    original = loop_mod.make_train_chunk
-
     class SlowToCompile:
         def __init__(self, fn):
             self.fn, self.compiled = fn, False
@@ -477,7 +473,14 @@ def test_compilation_is_not_training_time(corpus_file, monkeypatch):
                 self.compiled = True
             return self.fn(*args)
 
-    monkeypatch.setattr(loop_mod, "make_train_chunk", lambda *a, **k: SlowToCompile(original(*a, **k)))
-    r = train(tiny_config(corpus_file, run={"epochs": 1, "quiet": True}))
+    original = runners_mod.SingleDevice.build.__func__
+
+    def slow(cls, *args, **kwargs):
+        runner = original(cls, *args, **kwargs)
+        runner.chunk_fn = SlowToCompile(runner.chunk_fn)
+        return runner
+
+    monkeypatch.setattr(runners_mod.SingleDevice, "build", classmethod(slow))
+    r = train(tiny_config(corpus_file, run={"epochs": 1, "quiet": True, "parallelism": "single"}))
     assert r.compile_seconds >= 1.5
     assert r.seconds < 1.0, r.seconds

@@ -4,14 +4,15 @@ Each strategy's own training loss is not comparable across strategies (NS is a c
 loss, NCE and sampled softmax are estimators), so every model is scored by the conditional
 distribution it implies, normalised over the whole vocabulary:
 
-* full softmax, NCE, sampled softmax: softmax(u_c·h) — their logits estimate log p(c | w) up to
-  a per-input constant (NCE and sampled softmax put the log(K·q) correction in the loss, not in
-  u·h);
-* negative sampling: softmax(u_c·h + log q(c)), q its noise distribution. At the SGNS optimum
-  u_c·h = log p(c | w) − log q(c) − log K (Levy & Goldberg 2014); the −log K cancels in the
-  softmax, the log q(c) does not. Scoring NS by softmax(u_c·h) alone — reported beside it as
-  the "raw" score — penalises it for not learning a term it never had to learn;
-* hierarchical softmax: the Huffman-tree product (its leaf probabilities sum to one).
+* full softmax and hierarchical softmax: their own loss, already the exact normalised
+  −log p(c | w) (``OutputLayer.normalised``; the tree's leaf probabilities sum to one);
+* NCE, sampled softmax: softmax(u_c·h) — their logits estimate log p(c | w) up to a per-input
+  constant (they put the log(K·q) correction in the loss, not in u·h);
+* negative sampling: softmax(u_c·h + log q(c)), q its noise distribution
+  (``conditional_log_bias``). At the SGNS optimum u_c·h = log p(c | w) − log q(c) − log K
+  (Levy & Goldberg 2014); the −log K cancels in the softmax, the log q(c) does not. Scoring NS
+  by softmax(u_c·h) alone — reported beside it as the "raw" score — penalises it for not
+  learning a term it never had to learn.
 
 The held-out pairs are drawn the way training draws them (the training split's subsampling,
 dynamic window, sentence cut and orientation), so a model is scored on the distribution it was
@@ -28,8 +29,7 @@ import numpy as np
 from sgns_jax.data.batches import BatchSpec, epoch_examples
 from sgns_jax.data.corpus import Corpus
 from sgns_jax.data.pairs import keep_probabilities
-from sgns_jax.data.vocab import noise_distribution
-from sgns_jax.losses import HierarchicalSoftmax
+from sgns_jax.losses import OutputLayer
 
 
 def heldout_pairs(corpus: Corpus, window: int = 5, sample: float = 0.0, max_pairs: int = 20000,
@@ -54,29 +54,17 @@ def unigram_log_probs(counts: np.ndarray, sample: float) -> np.ndarray:
     return np.log(weights / weights.sum())
 
 
-def implied_log_bias(loss: str, counts: np.ndarray, ns_exponent: float = 0.75) -> np.ndarray | None:
-    """b(c) such that the model's conditional is softmax(u_c·h + b(c)): log q(c) for negative
-    sampling, None (no bias) for full softmax, NCE and sampled softmax."""
-    if loss == "ns":
-        with np.errstate(divide="ignore"):
-            return np.log(noise_distribution(counts, ns_exponent))
-    return None
-
-
 class HeldoutObjective:
-    """Mean −log p(c | w) over fixed held-out ``pairs`` under a model's own normalised
-    conditional: the Huffman tree when ``tree_counts`` is given, else softmax(u_c·h + bias_c).
-    Built once per model kind and reused at every evaluation (one compilation)."""
+    """Mean −log p(c | w) over fixed held-out ``pairs``: softmax(u_c·h + bias_c) over the whole
+    vocabulary (no bias: the "raw" score), or — :meth:`of_layer` — the layer's own normalised
+    conditional. Built once per model kind and reused at every evaluation (one compilation)."""
 
     def __init__(self, pairs: dict[str, np.ndarray], *, bias: np.ndarray | None = None,
-                 tree_counts: np.ndarray | None = None, batch: int = 512):
-        if tree_counts is not None:
-            layer = HierarchicalSoftmax(np.asarray(tree_counts))
-            self._losses = jax.jit(lambda p, b: layer.loss(p, b, None)[1]["sum"])
-        else:
+                 batch: int = 512, summed_loss=None):
+        if summed_loss is None:
             bias_V = None if bias is None else jnp.asarray(bias, jnp.float32)
 
-            def nll_sum(params, b):
+            def summed_loss(params, b):
                 h_BxD = jnp.take(params["w_in"], b["input"], axis=0)
                 logits_BxV = h_BxD @ params["w_out"].T
                 if bias_V is not None:
@@ -84,13 +72,23 @@ class HeldoutObjective:
                 target_B = jnp.take_along_axis(logits_BxV, b["output"][:, None], axis=1)[:, 0]
                 return jnp.sum((jax.nn.logsumexp(logits_BxV, axis=1) - target_B) * b["mask"])
 
-            self._losses = jax.jit(nll_sum)
+        self._losses = jax.jit(summed_loss)
         n = pairs["input"].size
         self.count = n
         # Fixed-shape batches (mask 0 on the padding), so the sum compiles once.
         padded = {k: np.pad(v, (0, -n % batch)) for k, v in pairs.items()}
         self._batches = [{k: jnp.asarray(v[s:s + batch]) for k, v in padded.items()}
                          for s in range(0, max(n, 1), batch)]
+
+    @classmethod
+    def of_layer(cls, layer: OutputLayer, pairs: dict[str, np.ndarray], batch: int = 512
+                 ) -> "HeldoutObjective":
+        """The conditional ``layer`` defines: its own loss where that is already the exact
+        normalised −log p (full softmax, the tree), else softmax(u·h + its implied bias)."""
+        if layer.normalised:
+            return cls(pairs, batch=batch, summed_loss=lambda p, b: layer.loss(p, b, None)[1]["sum"])
+        bias = layer.conditional_log_bias()
+        return cls(pairs, bias=None if bias is None else np.asarray(bias), batch=batch)
 
     def __call__(self, params: dict) -> float:
         params = {k: jnp.asarray(params[k]) for k in ("w_in", "w_out")}

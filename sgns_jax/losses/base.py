@@ -120,6 +120,19 @@ class OutputLayer:
     def batch_rows(self, batch: Batch) -> int:
         return batch["mask"].shape[0]
 
+    # -- as a language model ------------------------------------------------------------------
+    # ``normalised``: the loss is already the exact −log p(c | w) (full softmax, the tree).
+    # Otherwise the model's conditional is softmax(u_c·h + conditional_log_bias()[c]).
+    normalised: bool = False
+
+    def conditional_log_bias(self) -> Array | None:
+        """b(c) such that the model's conditional is softmax(u_c·h + b(c)); None: no bias."""
+        return None
+
+    def describe(self) -> str:
+        """A few words for the run summary, e.g. ``ns (K=5, window negatives)``."""
+        return type(self).__name__
+
     # -- noise: none by default -------------------------------------------------------------
     noise_per_row: bool = True
 

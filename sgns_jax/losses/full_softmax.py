@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from sgns_jax.losses.base import Array, Batch, Lookup, OutputLayer
+from sgns_jax.losses.registry import LossOptions, LossSpec, register
 
 
 def chunked_logsumexp(h_BxD: Array, w_out_VxD: Array, chunk: int) -> Array:
@@ -78,6 +79,10 @@ class FullSoftmax(OutputLayer):
 
     chunk: int = 32768
     cbow: bool = False
+    normalised = True
+
+    def describe(self) -> str:
+        return "full softmax"
 
     def lookups(self, batch: Batch, noise: Array | None) -> dict[str, Lookup]:
         return {"input": self.input_lookup(batch), "out_all": Lookup("w_out", None)}
@@ -91,3 +96,17 @@ class FullSoftmax(OutputLayer):
             return softmax_nll(h_BxD, w_out, target_B), weight_B
         target_logit_B = jnp.sum(jnp.take(w_out, target_B, axis=0) * h_BxD, axis=-1)
         return chunked_logsumexp(h_BxD, w_out, self.chunk) - target_logit_B, weight_B
+
+
+def _batch_size(options: LossOptions, cbow: bool) -> int:
+    # Summed per-pair updates of the dense output table: 256 rows a step stay stable.
+    return 256
+
+
+@register
+def _spec() -> LossSpec:
+    return LossSpec(
+        "full", "the exact softmax over the whole vocabulary (the reference), O(V) per pair",
+        lambda counts, options, cbow: FullSoftmax(chunk=options.softmax_chunk, cbow=cbow),
+        options=("softmax_chunk",), default_batch_size=_batch_size,
+        test_variants=({}, {"cbow": True}, {"softmax_chunk": 64}))

@@ -15,6 +15,7 @@ import numpy as np
 
 from sgns_jax.losses.base import Array, Batch, Lookup, OutputLayer, log_sigmoid
 from sgns_jax.losses.huffman import HuffmanTree, huffman_codes
+from sgns_jax.losses.registry import LossSpec, register
 
 
 @dataclass(frozen=True, eq=False)
@@ -22,6 +23,10 @@ class HierarchicalSoftmax(OutputLayer):
     counts: np.ndarray
     cbow: bool = False
     tree: HuffmanTree = field(init=False, repr=False)
+    normalised = True  # the leaf probabilities of the tree sum to one
+
+    def describe(self) -> str:
+        return "hierarchical softmax"
 
     def __post_init__(self) -> None:
         tree = huffman_codes(self.counts)
@@ -52,3 +57,14 @@ class HierarchicalSoftmax(OutputLayer):
         """log p(w | h) for every word w (float [V]); for tests and evaluation."""
         logits_VxL = jnp.take(node_vectors, self._points, axis=0) @ h_D
         return jnp.sum(log_sigmoid(self._signs * logits_VxL) * self._mask, axis=-1)
+
+
+@register
+def _spec() -> LossSpec:
+    # Every pair updates the root and the top nodes, so a batch sums all their gradients there:
+    # it diverges at ~1.5–4k pairs a step; 256 is inside the stable range.
+    return LossSpec(
+        "hs", "hierarchical softmax over word2vec's Huffman tree, O(log V) per pair",
+        lambda counts, options, cbow: HierarchicalSoftmax(counts, cbow=cbow),
+        default_batch_size=lambda options, cbow: 256,
+        test_variants=({}, {"cbow": True}))

@@ -13,7 +13,11 @@ from typing import Mapping
 
 import jax.numpy as jnp
 
+import numpy as np
+
+from sgns_jax.data.vocab import noise_distribution
 from sgns_jax.losses.base import Array, Batch, Lookup, OutputLayer, log_sigmoid
+from sgns_jax.losses.registry import LossOptions, LossSpec, register
 from sgns_jax.losses.sampler import AliasSampler
 
 
@@ -22,6 +26,9 @@ class NoiseContrastiveEstimation(OutputLayer):
     sampler: AliasSampler
     negatives: int = 5
     cbow: bool = False
+
+    def describe(self) -> str:
+        return f"NCE (K={self.negatives})"
 
     def sample_noise(self, key: Array, rows: int) -> Array:
         return self.sampler.sample(key, (rows, self.negatives))
@@ -41,3 +48,17 @@ class NoiseContrastiveEstimation(OutputLayer):
         delta_BxK1 = jnp.einsum("bkd,bd->bk", rows["out"], h_BxD) - log_kq_BxK1
         loss_B = -(log_sigmoid(delta_BxK1[:, 0]) + jnp.sum(log_sigmoid(-delta_BxK1[:, 1:]), -1))
         return loss_B, weight_B
+
+
+def _build(counts: np.ndarray, options: LossOptions, cbow: bool) -> NoiseContrastiveEstimation:
+    sampler = AliasSampler.from_probs(noise_distribution(counts, options.ns_exponent))
+    return NoiseContrastiveEstimation(sampler, options.negative, cbow=cbow)
+
+
+@register
+def _spec() -> LossSpec:
+    return LossSpec(
+        "nce", "noise-contrastive estimation: logits corrected by log K·q", _build,
+        options=("negative", "ns_exponent"),
+        default_batch_size=lambda options, cbow: 256 if cbow else 1024,
+        test_variants=({}, {"cbow": True}))

@@ -1,6 +1,7 @@
 """Negative sampling (SGNS): −log σ(u_c·h) − Σ_k log σ(−u_{n_k}·h), noise from counts^0.75.
 
-Three ways to draw the noise, an experimental axis (same objective in expectation, see tests):
+Three ways to draw the noise, an experimental axis (same objective in expectation, see tests),
+each its own small layer registered under ``negative_mode``:
 
 * ``pair`` — word2vec C: K fresh negatives for every (input, target) pair.
 * ``window`` — pWord2Vec (Ji et al. 2016): skip-gram over the windows layout in word2vec's
@@ -12,20 +13,24 @@ Three ways to draw the noise, an experimental axis (same objective in expectatio
   [B × S] product.
 
 In every mode a negative equal to the pair's target is skipped, as word2vec and gensim do.
+As a language model, SGNS's dot products estimate log p(c|w) − log q(c) − log K (Levy &
+Goldberg 2014): its implied conditional is softmax(u·h + log q).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from sgns_jax.data.vocab import noise_distribution
+from sgns_jax.errors import ConfigError
 from sgns_jax.losses.base import Array, Batch, Lookup, OutputLayer, log_sigmoid
+from sgns_jax.losses.registry import LossOptions, LossSpec, register
 from sgns_jax.losses.sampler import AliasSampler
-
-NegativeMode = Literal["pair", "window", "batch"]
 
 
 @jax.custom_vjp
@@ -56,65 +61,145 @@ window_logits.defvjp(_window_logits_fwd, _window_logits_bwd)
 
 @dataclass(frozen=True, eq=False)
 class NegativeSampling(OutputLayer):
+    """What the three modes share: the sampler, K, and the implied conditional's bias."""
+
     sampler: AliasSampler
     negatives: int = 5
-    mode: NegativeMode = "pair"
-    shared_samples: int = 64  # S, for mode="batch"
+    shared_samples: int = 64  # S, for the batch mode
     cbow: bool = False
 
-    def __post_init__(self) -> None:
-        if self.mode not in ("pair", "window", "batch"):
-            raise ValueError(f"unknown negative sampling mode {self.mode!r}")
-        if self.mode == "window" and self.cbow:
-            raise ValueError("window-shared negatives are a skip-gram mode; use mode='pair' "
-                             "or 'batch' with CBOW")
+    def conditional_log_bias(self) -> Array:
+        return self.sampler.log_q
 
-    @property
-    def layout(self) -> str:
-        return "windows" if (self.cbow or self.mode == "window") else "pairs"
+    def describe(self) -> str:
+        mode = next(name for name, m in NEGATIVE_MODES.items() if m.layer is type(self))
+        return f"negative sampling (K={self.negatives}, {mode} negatives)"
 
-    @property
-    def noise_per_row(self) -> bool:
-        return self.mode != "batch"
+
+@dataclass(frozen=True, eq=False)
+class PairNegativeSampling(NegativeSampling):
+    """K fresh negatives per (input, target) pair: word2vec's sampling."""
 
     def sample_noise(self, key: Array, rows: int) -> Array:
-        """int32 [rows, K] (pair, window) or [S] (batch)."""
-        if self.mode == "batch":
-            return self.sampler.sample(key, (self.shared_samples,))
-        return self.sampler.sample(key, (rows, self.negatives))
+        return self.sampler.sample(key, (rows, self.negatives))  # [rows, K]
 
     def lookups(self, batch: Batch, noise: Array) -> dict[str, Lookup]:
-        if self.mode == "window":
-            centre_B = batch["centre"]
-            return {"input": Lookup("w_in", batch["context"]),
-                    "out": Lookup("w_out", jnp.concatenate([centre_B[:, None], noise], 1))}
         target_B, _ = self.targets(batch)
-        if self.mode == "pair":
-            return {"input": self.input_lookup(batch),
-                    "out": Lookup("w_out", jnp.concatenate([target_B[:, None], noise], 1))}
+        return {"input": self.input_lookup(batch),
+                "out": Lookup("w_out", jnp.concatenate([target_B[:, None], noise], 1))}
+
+    def example_losses(self, rows: Mapping[str, Array], lookups: Mapping[str, Lookup],
+                       batch: Batch) -> tuple[Array, Array]:
+        h_BxD = self.input_vectors(rows, batch)
+        _, weight_B = self.targets(batch)
+        ids_BxK1 = lookups["out"].ids
+        logits_BxK1 = jnp.einsum("bkd,bd->bk", rows["out"], h_BxD)
+        skip_BxK = ids_BxK1[:, 1:] == ids_BxK1[:, :1]
+        neg_B = jnp.sum(jnp.where(skip_BxK, 0.0, log_sigmoid(-logits_BxK1[:, 1:])), -1)
+        return -(log_sigmoid(logits_BxK1[:, 0]) + neg_B), weight_B
+
+
+@dataclass(frozen=True, eq=False)
+class WindowNegativeSampling(NegativeSampling):
+    """The contexts of one centre share its K negatives (skip-gram, windows layout)."""
+
+    layout = "windows"
+
+    def sample_noise(self, key: Array, rows: int) -> Array:
+        return self.sampler.sample(key, (rows, self.negatives))  # [rows, K]
+
+    def lookups(self, batch: Batch, noise: Array) -> dict[str, Lookup]:
+        centre_B = batch["centre"]
+        return {"input": Lookup("w_in", batch["context"]),
+                "out": Lookup("w_out", jnp.concatenate([centre_B[:, None], noise], 1))}
+
+    def example_losses(self, rows: Mapping[str, Array], lookups: Mapping[str, Lookup],
+                       batch: Batch) -> tuple[Array, Array]:
+        # Inputs: the contexts [B, C, D]; outputs: centre + K negatives [B, 1+K, D].
+        ids_BxK1 = lookups["out"].ids
+        logits_BxCxK1 = window_logits(rows["input"], rows["out"])
+        skip_BxK = ids_BxK1[:, 1:] == ids_BxK1[:, :1]
+        neg_BxC = jnp.sum(jnp.where(skip_BxK[:, None, :], 0.0,
+                                    log_sigmoid(-logits_BxCxK1[..., 1:])), -1)
+        return -(log_sigmoid(logits_BxCxK1[..., 0]) + neg_BxC), batch["mask"]
+
+
+@dataclass(frozen=True, eq=False)
+class BatchNegativeSampling(NegativeSampling):
+    """S negatives shared by the whole batch, each weighted K/S."""
+
+    noise_per_row = False
+
+    def sample_noise(self, key: Array, rows: int) -> Array:
+        return self.sampler.sample(key, (self.shared_samples,))  # [S]
+
+    def lookups(self, batch: Batch, noise: Array) -> dict[str, Lookup]:
+        target_B, _ = self.targets(batch)
         return {"input": self.input_lookup(batch), "out": Lookup("w_out", target_B),
                 "shared": Lookup("w_out", noise)}
 
     def example_losses(self, rows: Mapping[str, Array], lookups: Mapping[str, Lookup],
                        batch: Batch) -> tuple[Array, Array]:
-        if self.mode == "window":
-            # Inputs: the contexts [B, C, D]; outputs: centre + K negatives [B, 1+K, D].
-            ids_BxK1 = lookups["out"].ids
-            logits_BxCxK1 = window_logits(rows["input"], rows["out"])
-            skip_BxK = ids_BxK1[:, 1:] == ids_BxK1[:, :1]
-            neg_BxC = jnp.sum(jnp.where(skip_BxK[:, None, :], 0.0,
-                                        log_sigmoid(-logits_BxCxK1[..., 1:])), -1)
-            return -(log_sigmoid(logits_BxCxK1[..., 0]) + neg_BxC), batch["mask"]
         h_BxD = self.input_vectors(rows, batch)
         target_B, weight_B = self.targets(batch)
-        if self.mode == "pair":
-            ids_BxK1 = lookups["out"].ids
-            logits_BxK1 = jnp.einsum("bkd,bd->bk", rows["out"], h_BxD)
-            skip_BxK = ids_BxK1[:, 1:] == ids_BxK1[:, :1]
-            neg_B = jnp.sum(jnp.where(skip_BxK, 0.0, log_sigmoid(-logits_BxK1[:, 1:])), -1)
-            return -(log_sigmoid(logits_BxK1[:, 0]) + neg_B), weight_B
         pos_B = jnp.sum(rows["out"] * h_BxD, -1)
         logits_BxS = h_BxD @ rows["shared"].T
         skip_BxS = lookups["shared"].ids[None, :] == target_B[:, None]
         neg_B = jnp.sum(jnp.where(skip_BxS, 0.0, log_sigmoid(-logits_BxS)), -1)
         return -(log_sigmoid(pos_B) + (self.negatives / self.shared_samples) * neg_B), weight_B
+
+
+@dataclass(frozen=True)
+class NegativeMode:
+    layer: type[NegativeSampling]
+    default_batch_size: int
+    skip_gram_only: bool = False
+
+
+# Default batch sizes inside the stable ranges measured on the development machine (summed
+# per-pair updates diverge when a batch stacks too many updates on the same rows). Window
+# batches are small so a step's gathered rows stay in cache (figures: README, Performance).
+NEGATIVE_MODES = {
+    "pair": NegativeMode(PairNegativeSampling, 1024),
+    "window": NegativeMode(WindowNegativeSampling, 64, skip_gram_only=True),
+    "batch": NegativeMode(BatchNegativeSampling, 1024),
+}
+
+
+def _check(options: LossOptions, cbow: bool) -> None:
+    mode = options.negative_mode
+    if mode is None:
+        return
+    if mode not in NEGATIVE_MODES:
+        raise ConfigError(f"unknown negative mode {mode!r}; choose one of {', '.join(NEGATIVE_MODES)}")
+    if cbow and NEGATIVE_MODES[mode].skip_gram_only:
+        raise ConfigError(f"negative mode {mode!r} is for skip-gram; CBOW takes "
+                          + " or ".join(repr(m) for m, s in NEGATIVE_MODES.items() if not s.skip_gram_only))
+
+
+def _resolve(options: LossOptions, cbow: bool) -> LossOptions:
+    """The default mode: window-shared for skip-gram (the fastest at gensim's quality), pair
+    (word2vec's) for CBOW, where windows are not defined."""
+    if options.negative_mode is not None:
+        return options
+    return options.replace(negative_mode="pair" if cbow else "window")
+
+
+def _batch_size(options: LossOptions, cbow: bool) -> int:
+    return 256 if cbow else NEGATIVE_MODES[_resolve(options, cbow).negative_mode].default_batch_size
+
+
+def _build(counts: np.ndarray, options: LossOptions, cbow: bool) -> NegativeSampling:
+    sampler = AliasSampler.from_probs(noise_distribution(counts, options.ns_exponent))
+    layer = NEGATIVE_MODES[options.negative_mode].layer
+    return layer(sampler, options.negative, options.shared_samples, cbow=cbow)
+
+
+@register
+def _spec() -> LossSpec:
+    return LossSpec(
+        "ns", "negative sampling (SGNS): K noise words from counts^0.75", _build,
+        options=("negative", "negative_mode", "shared_samples", "ns_exponent"),
+        default_batch_size=_batch_size, check=_check, resolve=_resolve,
+        test_variants=({"negative_mode": "pair"}, {"negative_mode": "window"},
+                       {"negative_mode": "batch", "shared_samples": 7}, {"cbow": True}))

@@ -14,7 +14,11 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
+import numpy as np
+
+from sgns_jax.data.vocab import noise_distribution
 from sgns_jax.losses.base import Array, Batch, Lookup, OutputLayer
+from sgns_jax.losses.registry import LossOptions, LossSpec, register
 from sgns_jax.losses.sampler import AliasSampler
 
 
@@ -26,6 +30,9 @@ class SampledSoftmax(OutputLayer):
     cbow: bool = False
 
     noise_per_row = False
+
+    def describe(self) -> str:
+        return f"sampled softmax (S={self.samples})"
 
     def sample_noise(self, key: Array, rows: int) -> Array:
         return self.sampler.sample(key, (self.samples,))
@@ -47,3 +54,17 @@ class SampledSoftmax(OutputLayer):
             neg_BxS = jnp.where(sample_S[None, :] == target_B[:, None], -jnp.inf, neg_BxS)
         logits_BxS1 = jnp.concatenate([pos_B[:, None], neg_BxS], axis=1)
         return jax.nn.logsumexp(logits_BxS1, axis=1) - pos_B, weight_B
+
+
+def _build(counts: np.ndarray, options: LossOptions, cbow: bool) -> SampledSoftmax:
+    sampler = AliasSampler.from_probs(noise_distribution(counts, options.ns_exponent))
+    return SampledSoftmax(sampler, options.shared_samples, cbow=cbow)
+
+
+@register
+def _spec() -> LossSpec:
+    return LossSpec(
+        "sampled", "sampled softmax: S shared samples, logits corrected by log S·q", _build,
+        options=("shared_samples", "ns_exponent"),
+        default_batch_size=lambda options, cbow: 256 if cbow else 1024,
+        test_variants=({"shared_samples": 9}, {"shared_samples": 9, "cbow": True}))

@@ -1,34 +1,48 @@
-"""``sgns-jax train``: flags (or a config file) → TrainConfig → train()."""
+"""``sgns-jax train``: flags (or a config file) → TrainConfig → train().
+
+The flags are generated from the config dataclasses (``train/config.py``): one per field,
+spelled ``--field-name`` unless the field's metadata gives ``flags``, with its help text and
+choices (the loss and sampling-mode choices come from the loss registry). ``--set
+section.field=value`` sets any field, and flags left out keep the config file's (or default)
+value.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import typing
+from typing import Any
 
 from sgns_jax.errors import ConfigError
 
-# flag dest → (config section, key). Flags left out keep the config file's (or default) value.
-FLAGS = {
-    "min_count": ("data", "min_count"), "max_vocab": ("data", "max_vocab"),
-    "max_final_vocab": ("data", "max_final_vocab"),
-    "lowercase": ("data", "lowercase"), "window": ("data", "window"), "sample": ("data", "sample"),
-    "cache_dir": ("data", "cache_dir"),
-    "dim": ("model", "dim"), "cbow": ("model", "cbow"), "init_scale": ("model", "init_scale"),
-    "loss": ("loss", "name"), "negative": ("loss", "negative"),
-    "negative_mode": ("loss", "negative_mode"), "shared_samples": ("loss", "shared_samples"),
-    "ns_exponent": ("loss", "ns_exponent"), "softmax_chunk": ("loss", "softmax_chunk"),
-    "optimizer": ("optim", "optimizer"), "alpha": ("optim", "learning_rate"),
-    "min_alpha_ratio": ("optim", "min_learning_rate_ratio"), "schedule": ("optim", "schedule"),
-    "update": ("optim", "update"), "batch_size": ("optim", "batch_size"),
-    "steps_per_chunk": ("optim", "steps_per_chunk"),
-    "epochs": ("run", "epochs"), "seed": ("run", "seed"), "out": ("run", "out"),
-    "binary": ("run", "binary"), "checkpoint_dir": ("run", "checkpoint_dir"),
-    "checkpoint_minutes": ("run", "checkpoint_minutes"), "resume": ("run", "resume"),
-    "metrics": ("run", "metrics"), "quiet": ("run", "quiet"), "devices": ("run", "devices"),
-    "coordinator": ("run", "coordinator"), "num_processes": ("run", "num_processes"),
-    "process_id": ("run", "process_id"), "shard_vocab": ("run", "shard_vocab"),
-    "workers": ("run", "workers"),
-}
+# Extra spellings and choices that come from elsewhere than the field's metadata.
+_LOSS_FLAGS = {"name": ("--loss",)}
+
+
+def _choices(section: str, f: dataclasses.Field) -> Any:
+    if section == "loss" and f.name == "name":
+        from sgns_jax.losses import specs
+        return list(specs())
+    if section == "loss" and f.name == "negative_mode":
+        from sgns_jax.losses.negative_sampling import NEGATIVE_MODES
+        return list(NEGATIVE_MODES)
+    return f.metadata.get("choices")
+
+
+def _scalar_type(f: dataclasses.Field, owner: type) -> type:
+    hint = typing.get_type_hints(owner)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def _fields():
+    from sgns_jax.train.config import SECTIONS
+
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            yield section, cls, f
 
 
 def register(sub, add_corpus_flags) -> None:
@@ -36,70 +50,65 @@ def register(sub, add_corpus_flags) -> None:
     p = sub.add_parser("train", help="train word vectors", argument_default=S,
                        description="Train skip-gram (or CBOW) vectors. Defaults follow word2vec, "
                                    "except window-shared negatives (--negative-mode pair is "
-                                   "word2vec's).")
+                                   "word2vec's) and gensim's initial range.")
     p.add_argument("corpus", nargs="?", help="text file (.gz/.bz2 too) or a directory of them")
     p.add_argument("--config", help="JSON or TOML file with [data] [model] [loss] [optim] [run]")
-    g = p.add_argument_group("data")
-    g.add_argument("--min-count", type=int)
-    g.add_argument("--max-vocab", type=int, help="keep exactly the N most frequent words")
-    g.add_argument("--max-final-vocab", type=int,
-                   help="gensim's: raise min-count until at most N words remain")
-    g.add_argument("--lowercase", action="store_true")
-    g.add_argument("--window", type=int)
-    g.add_argument("--sample", type=float, help="subsampling threshold t (0 disables)")
-    g.add_argument("--cache-dir", help="where encoded corpora are cached ('' disables)")
-    g = p.add_argument_group("model and loss")
-    g.add_argument("--dim", type=int)
-    g.add_argument("--cbow", action="store_true", help="CBOW instead of skip-gram")
-    g.add_argument("--init-scale", type=float,
-                   help="input vectors start uniform in ±init_scale/dim (default 1: gensim's; "
-                        "word2vec.c's is 0.5)")
-    g.add_argument("--loss", choices=["full", "hs", "ns", "nce", "sampled"])
-    g.add_argument("--negative", type=int, help="K noise words per pair (ns, nce)")
-    g.add_argument("--negative-mode", choices=["pair", "window", "batch"],
-                   help="how NS draws noise (default: window for skip-gram, pair for CBOW)")
-    g.add_argument("--shared-samples", type=int, help="S shared noise words (ns batch mode, sampled)")
-    g.add_argument("--ns-exponent", type=float)
-    g.add_argument("--softmax-chunk", type=int)
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--optimizer", choices=["sgd", "adagrad", "adam"])
-    g.add_argument("--alpha", "--lr", dest="alpha", type=float, help="initial learning rate (default: 0.025 skip-gram, 0.05 CBOW)")
-    g.add_argument("--min-alpha-ratio", type=float, help="final lr = alpha × this")
-    g.add_argument("--schedule", choices=["linear", "constant", "cosine"])
-    g.add_argument("--update", choices=["sparse", "dense"])
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--steps-per-chunk", type=int)
-    g = p.add_argument_group("run")
-    g.add_argument("--epochs", "--iter", dest="epochs", type=int)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--out", help="vectors file (word2vec text; --binary for binary)")
-    g.add_argument("--binary", action="store_true")
-    g.add_argument("--checkpoint-dir")
-    g.add_argument("--checkpoint-minutes", type=float)
-    g.add_argument("--resume", action="store_true")
-    g.add_argument("--metrics", help="append JSONL metrics here")
-    g.add_argument("--quiet", action="store_true")
-    g = p.add_argument_group("devices")
-    g.add_argument("--workers", type=int,
-                   help="Hogwild-style training streams, one per device; on the CPU, one per "
-                        "core is fastest (default: 1, the exact sequential updates)")
-    g.add_argument("--devices", type=int, help="data-parallel devices (default: all; 1 on the CPU)")
-    g.add_argument("--shard-vocab", action="store_true",
-                   help="split the tables' rows over the devices (model parallel) instead")
-    g.add_argument("--coordinator", help="host:port of process 0 (jax.distributed)")
-    g.add_argument("--num-processes", type=int)
-    g.add_argument("--process-id", type=int)
+    p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", dest="overrides",
+                   help="set any config field, e.g. --set optim.learning_rate=0.035 (repeatable)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="shorthand for --parallelism workers --devices N (N = 1: one stream)")
+    groups = {}
+    for section, cls, f in _fields():
+        flags = f.metadata.get("flags")
+        if flags is None and section == "loss":
+            flags = _LOSS_FLAGS.get(f.name)
+        if flags is None:
+            flags = (f"--{f.name.replace('_', '-')}",)
+        if not flags:
+            continue  # positional or file-only (data.corpus)
+        group = groups.setdefault(section, p.add_argument_group(section))
+        kind = _scalar_type(f, cls)
+        dest = f"{section}.{f.name}"
+        if kind is bool:
+            group.add_argument(*flags, dest=dest, action="store_true", help=f.metadata.get("help"))
+        else:
+            group.add_argument(*flags, dest=dest, type=kind, choices=_choices(section, f),
+                               metavar=None if _choices(section, f) else f.name.upper(),
+                               help=f.metadata.get("help"))
     p.set_defaults(func=run_train)
 
 
+def _parse_value(raw: str, kind: type) -> Any:
+    if raw.lower() in ("none", "null"):
+        return None
+    if kind is bool:
+        if raw.lower() not in ("true", "false", "1", "0"):
+            raise ConfigError(f"expected true or false, got {raw!r}")
+        return raw.lower() in ("true", "1")
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"expected {kind.__name__}, got {raw!r}") from None
+
+
 def config_from_args(args: argparse.Namespace):
-    from sgns_jax.train.config import TrainConfig
+    from sgns_jax.train.config import SECTIONS, TrainConfig
 
     base = TrainConfig.load(args.config) if getattr(args, "config", None) else None
-    d = base.to_dict() if base else {s: {} for s in ("data", "model", "loss", "optim", "run")}
-    for dest, (section, key) in FLAGS.items():
+    d = base.to_dict() if base else {s: {} for s in SECTIONS}
+    types = {f"{section}.{f.name}": _scalar_type(f, cls) for section, cls, f in _fields()}
+    for dest in types:
         if hasattr(args, dest):
+            section, key = dest.split(".")
             d[section][key] = getattr(args, dest)
+    if getattr(args, "workers", None) is not None:
+        d["run"].update(parallelism="workers" if args.workers > 1 else "single", devices=args.workers)
+    for item in getattr(args, "overrides", None) or []:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in types:
+            raise ConfigError(f"--set takes SECTION.FIELD=VALUE with a known field, got {item!r}")
+        section, name = key.split(".")
+        d[section][name] = _parse_value(raw, types[key])
     if getattr(args, "corpus", None):
         d["data"]["corpus"] = args.corpus
     if not d["data"].get("corpus"):
@@ -122,3 +131,4 @@ def run_train(args: argparse.Namespace) -> None:
     if cfg.run.out and not cfg.run.quiet:
         paths = output_paths(cfg.run.out)
         print(f"wrote {paths['vectors']}, {paths['state']}, {paths['config']}")
+

@@ -5,91 +5,101 @@ min_count 5, learning rate 0.025 for skip-gram and 0.05 for CBOW (word2vec.c's `
 defaults) decayed linearly to lr·1e-4 over all training words, 5 epochs — except that
 negative sampling shares each window's negatives (``window`` mode, the fastest at equal
 quality; ``negative_mode="pair"`` is word2vec's) and the input vectors start in gensim's
-range, twice word2vec.c's (``ModelConfig.init_scale``). Built from CLI flags or a JSON/TOML
-file with the same nested keys; saved beside every output as JSON."""
+range, twice word2vec.c's (``ModelConfig.init_scale``). Built from CLI flags (generated from
+these fields, ``train/cli.py``) or a JSON/TOML file with the same nested keys; saved beside
+every output as JSON, with every default resolved (:func:`resolve`).
+
+Each field's ``metadata`` holds its help text, and optionally ``flags`` (the CLI spellings)
+and ``choices``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sgns_jax.errors import ConfigError
-from sgns_jax.losses import LOSSES, NEGATIVE_MODES
+from sgns_jax.losses import LossOptions, check_options, loss_spec, resolve_options
 
 OPTIMIZERS = ("sgd", "adagrad", "adam")
 SCHEDULES = ("linear", "constant", "cosine")
-UPDATE_PATHS = ("sparse", "dense")
+UPDATE_RULES = ("sparse", "dense")
+PARALLELISM = ("single", "data", "vocab", "workers")
+
+
+def _f(default: Any, help: str, **meta: Any) -> Any:
+    return field(default=default, metadata={"help": help, **meta})
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    corpus: str = ""
-    min_count: int = 5
-    max_vocab: int | None = None        # keep exactly the N most frequent words
-    max_final_vocab: int | None = None  # gensim's: raise min_count until at most N words remain
-    lowercase: bool = False
-    window: int = 5
-    sample: float = 1e-3
-    cache_dir: str | None = None  # None: $SGNS_JAX_CACHE or ~/.cache/sgns_jax; "" disables
+    corpus: str = _f("", "text file (.gz/.bz2 too) or a directory of them", flags=())
+    min_count: int = _f(5, "drop words seen fewer times")
+    max_vocab: int | None = _f(None, "keep exactly the N most frequent words")
+    max_final_vocab: int | None = _f(None, "gensim's: raise min-count until at most N words remain")
+    lowercase: bool = _f(False, "lowercase the text")
+    window: int = _f(5, "maximum context distance; each centre draws its own 1..window")
+    sample: float = _f(1e-3, "subsampling threshold t (0 disables)")
+    cache_dir: str | None = _f(None, "where encoded corpora are cached (default "
+                                     "$SGNS_JAX_CACHE or ~/.cache/sgns_jax; '' disables)")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    dim: int = 100
-    cbow: bool = False
-    # w_in ~ U(−init_scale/D, init_scale/D). 1.0 is gensim 4's range; word2vec.c uses 0.5, which
-    # scored 0.74 analogy points below gensim's range over 4 seeds (docs/ablation_pair_gap.md).
-    init_scale: float = 1.0
+    dim: int = _f(100, "vector dimension D")
+    cbow: bool = _f(False, "CBOW instead of skip-gram")
+    # 1.0 is gensim 4's range; word2vec.c uses 0.5, which scored 0.74 analogy points below
+    # gensim's range over 4 seeds (docs/ablation_pair_gap.md).
+    init_scale: float = _f(1.0, "input vectors start uniform in ±init_scale/dim (gensim: 1, "
+                                "word2vec.c: 0.5)")
 
 
-@dataclass(frozen=True)
-class LossConfig:
-    name: str = "ns"
-    negative: int = 5
-    # None: "window" for skip-gram (the fastest mode within gensim's quality in
-    # experiments/bench_vs_gensim.py, and stable at higher learning rates; README,
-    # Performance), "pair" for CBOW (word2vec's; window is skip-gram only)
-    negative_mode: str | None = None
-    shared_samples: int = 64
-    ns_exponent: float = 0.75
-    softmax_chunk: int = 32768
+LossConfig = LossOptions  # the [loss] section is defined beside the loss registry
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    optimizer: str = "sgd"
-    learning_rate: float | None = None  # None: 0.025 skip-gram, 0.05 CBOW (word2vec.c)
-    min_learning_rate_ratio: float = 1e-4
-    schedule: str = "linear"
-    update: str = "sparse"
-    batch_size: int | None = None   # None: the loss's stable default (see default_batch_size)
-    steps_per_chunk: int | None = None  # None: max(32, 8192 // batch_size)
+    optimizer: str = _f("sgd", "sgd (word2vec), or row-wise lazy adagrad / adam", choices=OPTIMIZERS)
+    learning_rate: float | None = _f(None, "initial learning rate (default: 0.025 skip-gram, "
+                                           "0.05 CBOW)", flags=("--alpha", "--lr"))
+    min_learning_rate_ratio: float = _f(1e-4, "final lr = initial × this",
+                                        flags=("--min-alpha-ratio",))
+    schedule: str = _f("linear", "learning rate over the words read", choices=SCHEDULES)
+    update: str = _f("sparse", "sparse: touched rows only; dense: whole tables (reference)",
+                     choices=UPDATE_RULES)
+    batch_size: int | None = _f(None, "rows (pairs or centres) per step (default: the loss's)")
+    steps_per_chunk: int | None = _f(None, "steps fused per jitted call (default: "
+                                           "max(32, 8192 / batch))")
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    epochs: int = 5
-    seed: int = 0
-    out: str | None = None
-    binary: bool = False
-    checkpoint_dir: str | None = None
-    checkpoint_minutes: float = 10.0
-    resume: bool = False
-    metrics: str | None = None
-    quiet: bool = False
-    max_seconds: float | None = None    # training-time budget; stop after the chunk that ends it
-    max_words: int | None = None        # word budget: the lr schedule spans min(epochs·N, this)
-                                        # words and training stops once they are read
-    devices: int | None = None          # data-parallel devices; None: all (1 on the CPU)
-    workers: int = 1                    # Hogwild-style streams, one per device (train/workers.py)
-    shard_vocab: bool = False           # split the tables' rows over the devices instead
-    coordinator: str | None = None      # host:port of process 0, to join a jax.distributed run
-    num_processes: int = 1
-    process_id: int = 0
+    epochs: int = _f(5, "passes over the corpus", flags=("--epochs", "--iter"))
+    seed: int = _f(0, "seed of the batches, noise and initialisation")
+    out: str | None = _f(None, "vectors file (word2vec text; --binary for binary)")
+    binary: bool = _f(False, "write binary word2vec vectors")
+    checkpoint_dir: str | None = _f(None, "save checkpoints here (and resume from them)")
+    checkpoint_minutes: float = _f(10.0, "minutes between checkpoints")
+    resume: bool = _f(False, "continue from the checkpoint in --checkpoint-dir")
+    metrics: str | None = _f(None, "append JSONL metrics here")
+    quiet: bool = _f(False, "no progress bar or log lines")
+    verbose: bool = _f(False, "also print the whole config")
+    max_seconds: float | None = _f(None, "training-time budget; stop after the chunk that ends it")
+    max_words: int | None = _f(None, "word budget: the schedule spans min(epochs × words, this)")
+    parallelism: str | None = _f(None, "single stream, data-parallel devices, vocabulary-sharded "
+                                       "tables, or Hogwild-style worker streams (default: "
+                                       "workers on a multi-core CPU, else single)",
+                                 choices=PARALLELISM)
+    devices: int | None = _f(None, "devices (data, vocab) or worker streams (workers) to use "
+                                   "(default: all; on the CPU one stream per core, at most 4)")
+    coordinator: str | None = _f(None, "host:port of process 0, to join a jax.distributed run")
+    num_processes: int = _f(1, "processes of a jax.distributed run")
+    process_id: int = _f(0, "this process's index in a jax.distributed run")
 
 
 @dataclass(frozen=True)
@@ -108,21 +118,18 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        sections = {f.name: f.type for f in dataclasses.fields(cls)}
-        unknown = set(d) - set(sections)
+        unknown = set(d) - set(SECTIONS)
         if unknown:
             raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
         kwargs = {}
-        for f in dataclasses.fields(cls):
-            sub_cls = _SECTION[f.name]
-            values = d.get(f.name, {})
-            names = {g.name for g in dataclasses.fields(sub_cls)}
-            bad = set(values) - names
-            if bad:
-                raise ConfigError(f"unknown key(s) in [{f.name}]: {', '.join(sorted(bad))}")
+        for name, sub_cls in SECTIONS.items():
+            values = d.get(name, {})
             if not isinstance(values, dict):
-                raise ConfigError(f"config section [{f.name}] must be a table of keys")
-            kwargs[f.name] = sub_cls(**values)
+                raise ConfigError(f"config section [{name}] must be a table of keys")
+            bad = set(values) - {g.name for g in dataclasses.fields(sub_cls)}
+            if bad:
+                raise ConfigError(f"unknown key(s) in [{name}]: {', '.join(sorted(bad))}")
+            kwargs[name] = sub_cls(**values)
         return cls(**kwargs)
 
     @classmethod
@@ -147,15 +154,8 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
 
-_SECTION = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "optim": OptimConfig,
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "optim": OptimConfig,
             "run": RunConfig}
-
-
-def negative_mode(cfg: TrainConfig) -> str:
-    """The NS sampling mode: as configured, or window (skip-gram) / pair (CBOW) by default."""
-    if cfg.loss.negative_mode is not None:
-        return cfg.loss.negative_mode
-    return "pair" if cfg.model.cbow else "window"
 
 
 def learning_rate(cfg: TrainConfig) -> float:
@@ -166,24 +166,9 @@ def learning_rate(cfg: TrainConfig) -> float:
 
 
 def default_batch_size(cfg: TrainConfig) -> int:
-    """Rows per step when not given: pairs (pairs layout) or centres (windows layout).
-
-    Chosen inside the stable ranges measured on this kind of machine: summed per-pair updates
-    diverge when a batch stacks too many updates on the same rows (hierarchical softmax's root
-    is on every path, so it needs the smallest batches).
-    """
-    name, mode = cfg.loss.name, negative_mode(cfg)
-    if name == "hs":
-        return 256
-    if name == "full":
-        return 256
-    if cfg.model.cbow:
-        return 256
-    if name == "ns" and mode == "window":
-        # Small enough for a step's gathered rows to stay in cache: 64 centres (~380 pairs)
-        # trained 1.3× the words/s of 256 with the same scores (README, Performance).
-        return 64
-    return 1024
+    """Rows per step when not given: pairs (pairs layout) or centres (windows layout), inside
+    the loss's stable range (its registry entry says which)."""
+    return loss_spec(cfg.loss.name).default_batch_size(cfg.loss, cfg.model.cbow)
 
 
 def default_steps_per_chunk(cfg: TrainConfig, batch_size: int) -> int:
@@ -192,8 +177,41 @@ def default_steps_per_chunk(cfg: TrainConfig, batch_size: int) -> int:
     return cfg.optim.steps_per_chunk or max(32, 8192 // batch_size)
 
 
+# Worker streams keep a copy of the tables per stream plus the round's base: by default they are
+# used only while one copy stays below this size (a 1M-word × 300-dim run gets one stream).
+DEFAULT_WORKERS_MAX_TABLE_BYTES = 1 << 30
+
+
+def default_parallelism(cfg: TrainConfig, backend: str, cores: int, device_count: int,
+                        process_count: int, table_bytes: int) -> tuple[str, int | None]:
+    """(parallelism, devices) when the config leaves them open (devices None: all).
+
+    Several processes, or several accelerators: data parallelism over all devices. On a CPU
+    with several cores, SGD trains in worker streams, one per core (at most 4: more streams on
+    2 cores measured no faster), as gensim's worker threads use the cores — unless another
+    optimizer is chosen or one copy of the tables exceeds 1 GB (each stream keeps a copy).
+    Otherwise one stream on one device.
+    """
+    r = cfg.run
+    if r.parallelism is not None:
+        return r.parallelism, r.devices
+    if process_count > 1 or (backend != "cpu" and device_count > 1):
+        return "data", r.devices
+    workers = min(cores, 4) if r.devices is None else r.devices
+    if (backend == "cpu" and workers > 1 and cfg.optim.optimizer == "sgd"
+            and table_bytes <= DEFAULT_WORKERS_MAX_TABLE_BYTES):
+        return "workers", workers
+    return "single", 1
+
+
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """The config with its model-dependent defaults filled in (what a saved config records)."""
+    return cfg.replace(loss=dataclasses.asdict(resolve_options(cfg.loss, cfg.model.cbow)),
+                       optim={"learning_rate": learning_rate(cfg)})
+
+
 def validate(cfg: TrainConfig) -> None:
-    d, m, l, o, r = cfg.data, cfg.model, cfg.loss, cfg.optim, cfg.run
+    d, m, o, r = cfg.data, cfg.model, cfg.optim, cfg.run
     checks = [
         (d.min_count >= 1, f"min_count must be >= 1, got {d.min_count}"),
         (d.max_vocab is None or d.max_vocab >= 1, f"max_vocab must be >= 1, got {d.max_vocab}"),
@@ -203,21 +221,12 @@ def validate(cfg: TrainConfig) -> None:
         (d.sample >= 0, f"sample must be >= 0, got {d.sample}"),
         (m.dim >= 1, f"dim must be >= 1, got {m.dim}"),
         (m.init_scale > 0, f"init_scale must be > 0, got {m.init_scale}"),
-        (l.name in LOSSES, f"unknown loss {l.name!r}; choose one of {', '.join(LOSSES)}"),
-        (l.negative >= 1, f"negative must be >= 1, got {l.negative}"),
-        (l.negative_mode is None or l.negative_mode in NEGATIVE_MODES,
-         f"unknown negative mode {l.negative_mode!r}; choose one of {', '.join(NEGATIVE_MODES)}"),
-        (not (m.cbow and l.name == "ns" and l.negative_mode == "window"),
-         "negative mode 'window' is for skip-gram; CBOW takes 'pair' or 'batch'"),
-        (l.shared_samples >= 1, f"shared_samples must be >= 1, got {l.shared_samples}"),
-        (l.ns_exponent >= 0, f"ns_exponent must be >= 0, got {l.ns_exponent}"),
-        (l.softmax_chunk >= 1, f"softmax_chunk must be >= 1, got {l.softmax_chunk}"),
         (o.optimizer in OPTIMIZERS, f"unknown optimizer {o.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"),
         (o.learning_rate is None or o.learning_rate > 0,
          f"learning_rate must be > 0, got {o.learning_rate}"),
         (0 <= o.min_learning_rate_ratio <= 1, "min_learning_rate_ratio must be in [0, 1]"),
         (o.schedule in SCHEDULES, f"unknown schedule {o.schedule!r}; choose one of {', '.join(SCHEDULES)}"),
-        (o.update in UPDATE_PATHS, f"unknown update path {o.update!r}; choose sparse or dense"),
+        (o.update in UPDATE_RULES, f"unknown update rule {o.update!r}; choose sparse or dense"),
         (o.batch_size is None or o.batch_size >= 1, f"batch_size must be >= 1, got {o.batch_size}"),
         (o.steps_per_chunk is None or o.steps_per_chunk >= 1,
          f"steps_per_chunk must be >= 1, got {o.steps_per_chunk}"),
@@ -225,16 +234,20 @@ def validate(cfg: TrainConfig) -> None:
         (r.checkpoint_minutes > 0, "checkpoint_minutes must be > 0"),
         (r.max_words is None or r.max_words >= 1, f"max_words must be >= 1, got {r.max_words}"),
         (r.devices is None or r.devices >= 1, f"devices must be >= 1, got {r.devices}"),
-        (not r.shard_vocab or (o.optimizer == "sgd" and o.update == "sparse" and l.name != "full"),
-         "shard_vocab needs optimizer sgd, the sparse update and a sampled or tree loss (not full)"),
-        (not (r.shard_vocab and r.coordinator), "shard_vocab runs in one process"),
-        (r.workers >= 1, f"workers must be >= 1, got {r.workers}"),
-        (r.workers == 1 or o.optimizer == "sgd", "workers > 1 needs optimizer sgd"),
-        (r.workers == 1 or not (r.shard_vocab or r.coordinator or (r.devices or 1) > 1),
-         "workers > 1 runs one stream per device in one process; it does not combine with "
-         "devices > 1, shard_vocab or a coordinator"),
+        (r.parallelism is None or r.parallelism in PARALLELISM,
+         f"unknown parallelism {r.parallelism!r}; choose one of {', '.join(PARALLELISM)}"),
         (0 <= r.process_id < max(r.num_processes, 1), "process_id must be in [0, num_processes)"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    check_options(cfg.loss, m.cbow)
+    # Each parallelism mode's own constraints live with its runner (train/runners.py).
+    if r.parallelism is not None:
+        from sgns_jax.train.runners import RUNNERS
+
+        RUNNERS[r.parallelism].check(cfg)
+
+
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

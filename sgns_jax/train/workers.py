@@ -1,17 +1,22 @@
-"""Worker streams: W independent copies of the state, one per device, their updates summed.
+"""Worker streams: W persistent copies of the state, one per device, their updates summed.
 
 word2vec and gensim use every core by running worker threads that update shared tables without
 locks (Hogwild). XLA:CPU runs one step's small ops mostly on one core, and the exact
 data-parallel path (:mod:`sgns_jax.train.parallel`) repeats the whole scatter on every replica,
 so neither uses a second core well. Worker streams do what the threads do, at chunk granularity:
 
+* every worker keeps a replica of the state on its own device, equal to the base state at the
+  start of each round;
 * a round hands ``W × R`` consecutive chunks to ``W`` workers (worker ``w`` gets chunks
-  ``w·R … w·R + R − 1``); each worker starts from the round's base state on its own device and
-  trains its chunks with the ordinary jitted chunk function — the devices run concurrently;
-* the round's new state is ``base + Σ_w (state_w − base)``: every worker's SGD updates are
+  ``w·R … w·R + R − 1``), each trains its replica with the ordinary jitted chunk function — the
+  devices run concurrently — and records which table rows its updates touched;
+* the round's new state is ``base + Σ_w (replica_w − base)``: every worker's SGD updates are
   applied, each computed against parameters up to one round stale (as Hogwild's are a few
-  updates stale).
+  updates stale). Only rows some worker touched can differ from the base, so the merge gathers,
+  sums and writes back just those rows — its cost follows the rows a round touches, not V·D —
+  and every replica and the base receive the same merged rows, so they stay identical.
 
+Memory: the base plus one replica per worker (W + 1 copies of the tables), allocated once.
 Step counters are offset per worker (worker ``w`` starts at ``base.step + w·R·T``), so every
 global step draws its own noise from ``fold_in(root_key, step)``. The result is deterministic
 for a given ``W`` and ``R`` but, like gensim's ``workers``, differs from the one-stream run.
@@ -20,6 +25,7 @@ SGD only (optimizer state would need its own merge rule).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -37,14 +43,39 @@ from sgns_jax.train.step import TrainState
 CHUNKS_PER_WORKER = 2
 
 
-def _merge(base: dict, *workers: dict) -> dict:
-    """base + Σ_w (worker_w − base), table by table."""
-    return {k: base[k] + sum(w[k] - base[k] for w in workers) for k in base}
+def _merge_rows(base_RxD: jax.Array, ids_N: jax.Array, *worker_rows_NxD: jax.Array
+                ) -> tuple[jax.Array, jax.Array]:
+    """Rows ``ids`` of ``base + Σ_w (worker_w − base)``, written into ``base`` (ids equal to
+    the row count are padding: read as zeros, dropped on write). Returns (base, merged rows)."""
+    if len(worker_rows_NxD) == 1:  # one worker (an epoch's tail): its rows, not b + (w − b)
+        merged_NxD = worker_rows_NxD[0]
+    else:
+        b_NxD = jnp.take(base_RxD, ids_N, axis=0, mode="fill", fill_value=0)
+        merged_NxD = b_NxD + sum(w - b_NxD for w in worker_rows_NxD)
+    return base_RxD.at[ids_N].set(merged_NxD, mode="drop"), merged_NxD
+
+
+def _take_rows(table_RxD: jax.Array, ids_N: jax.Array) -> jax.Array:
+    return jnp.take(table_RxD, ids_N, axis=0, mode="fill", fill_value=0)
+
+
+def _set_rows(table_RxD: jax.Array, ids_N: jax.Array, rows_NxD: jax.Array) -> jax.Array:
+    return table_RxD.at[ids_N].set(rows_NxD, mode="drop")
+
+
+def _touched_ids(touched_R: jax.Array, size: int) -> jax.Array:
+    """The touched rows' ids, padded to ``size`` with the row count."""
+    return jnp.nonzero(touched_R, size=size, fill_value=touched_R.shape[0])[0].astype(jnp.int32)
+
+
+def _bucket(count: int, rows: int) -> int:
+    """A power of two ≥ count (so merges compile for few sizes), at most ``rows``."""
+    return min(rows, 1 << max(count - 1, 0).bit_length())
 
 
 @dataclass
 class _Worker:
-    """One stream of a round: its state (on its device), its chunks, and their losses."""
+    """One stream of a round: its replica (on its device), its chunks, and their losses."""
 
     state: TrainState
     chunks: Sequence[Mapping[str, Any]]
@@ -68,44 +99,53 @@ class WorkerStreams:
         self.keys = [jax.device_put(root_key_data, d) for d in self.devices]
         self.steps_per_chunk = steps_per_chunk
         self.chunks_per_worker = chunks_per_worker
-        self.merge = jax.jit(_merge, donate_argnums=(0,))
+        self.replicas: list[TrainState] = []
+        self.merge_rows = jax.jit(_merge_rows, donate_argnums=(0,))
+        self.take_rows = jax.jit(_take_rows)
+        self.set_rows = jax.jit(_set_rows, donate_argnums=(0,))
+        self.touched_ids = jax.jit(_touched_ids, static_argnums=(1,))
+        self.merge_seconds = 0.0  # host time spent merging (after the round's workers finished)
+        self.rounds = 0
 
     @property
     def chunks_per_round(self) -> int:
         return len(self.devices) * self.chunks_per_worker
 
     def place(self, state: TrainState) -> TrainState:
-        """The base state lives on the first worker's device."""
-        return jax.device_put(state, self.devices[0])
+        """The base state on the first worker's device, and a replica of it on every device."""
+        base = jax.device_put(state, self.devices[0])
+        self.replicas = [jax.tree.map(jnp.copy, jax.device_put(state, d)) for d in self.devices]
+        return base
 
     def compile(self, state: TrainState, arrays: Mapping[str, Any]) -> None:
-        """Compile the chunk for every worker's device, and the merge, without running them."""
+        """Compile the chunk for every worker's device, and the whole-table merge, without
+        running them (merges of fewer rows compile when first needed)."""
         def on(device, tree):
             sharding = jax.sharding.SingleDeviceSharding(device)
             return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
-        for device, key in zip(self.devices, self.keys):
-            self.chunk_fn.lower(on(device, state), on(device, arrays), key).compile()
-        params = on(self.devices[0], state.params)
-        self.merge.lower(params, *[params] * len(self.devices)).compile()
+        for device, key, replica in zip(self.devices, self.keys, self.replicas):
+            self.chunk_fn.lower(on(device, self._with_touched(replica)), on(device, arrays), key).compile()
+
+    @staticmethod
+    def _with_touched(state: TrainState) -> TrainState:
+        return state._replace(touched={k: jnp.zeros(v.shape[0], bool, device=v.sharding)
+                                       for k, v in state.params.items()})
 
     def round(self, state: TrainState, chunks: Sequence[Mapping[str, Any]]
               ) -> tuple[TrainState, jax.Array, jax.Array]:
-        """Train ``chunks`` (at most ``chunks_per_round``) from ``state``; returns the merged
-        state and the summed loss and count of the chunks' reporting steps."""
+        """Train ``chunks`` (at most ``chunks_per_round``) from ``state`` (the base from
+        :meth:`place` or the previous round); returns the merged state and the summed loss
+        and count of the chunks' reporting steps."""
         if not 1 <= len(chunks) <= self.chunks_per_round:
             raise ValueError(f"a round takes 1 to {self.chunks_per_round} chunks, got {len(chunks)}")
         r = self.chunks_per_worker
         groups = [chunks[i:i + r] for i in range(0, len(chunks), r)]
-        if len(groups) == 1:  # one worker's worth (an epoch's tail): no copy, no merge
-            return self._run(state, groups[0], self.devices[0], self.keys[0])
         step0 = state.step
         workers = []
         for w, group in enumerate(groups):
             device = self.devices[w]
-            # Every worker trains a copy (the chunk donates its state): the base is kept for
-            # the merge.
-            start = jax.tree.map(jnp.copy, state) if w == 0 else jax.device_put(state, device)
+            start = self._with_touched(self.replicas[w])
             start = start._replace(step=jax.device_put(step0 + w * r * self.steps_per_chunk, device))
             workers.append(_Worker(start, group, device, self.keys[w]))
         # Dispatch chunk by chunk across the workers so every device always has work queued.
@@ -116,17 +156,30 @@ class WorkerStreams:
                         worker.state, jax.device_put(worker.chunks[i], worker.device), worker.key)
                     worker.losses.append(loss)
                     worker.counts.append(count)
+        jax.block_until_ready([worker.state.params for worker in workers])
+        t = time.perf_counter()
         first = self.devices[0]
-        params = self.merge(state.params,
-                            *[jax.device_put(worker.state.params, first) for worker in workers])
+        params = dict(state.params)
+        replicas = [dict(rep.params) for rep in self.replicas]
+        for w, worker in enumerate(workers):
+            replicas[w] = dict(worker.state.params)
+        for table in params:
+            touched = workers[0].state.touched[table]
+            for worker in workers[1:]:
+                touched = touched | jax.device_put(worker.state.touched[table], first)
+            rows = params[table].shape[0]
+            ids = self.touched_ids(touched, _bucket(int(touched.sum()), rows))
+            worker_rows = [jax.device_put(self.take_rows(replicas[w][table],
+                                                         jax.device_put(ids, worker.device)), first)
+                           for w, worker in enumerate(workers)]
+            params[table], merged = self.merge_rows(params[table], ids, *worker_rows)
+            for w, device in enumerate(self.devices):
+                replicas[w][table] = self.set_rows(replicas[w][table], jax.device_put(ids, device),
+                                                   jax.device_put(merged, device))
+        self.replicas = [rep._replace(params=p, touched=None) for rep, p in zip(self.replicas, replicas)]
+        self.merge_seconds += time.perf_counter() - t
+        self.rounds += 1
         steps = len(chunks) * self.steps_per_chunk
         loss = sum(jax.device_put(x, first) for worker in workers for x in worker.losses)
         count = sum(jax.device_put(x, first) for worker in workers for x in worker.counts)
         return TrainState(params, state.opt_state, step0 + steps), loss, count
-
-    def _run(self, state, group, device, key):
-        loss = count = 0.0
-        for arrays in group:
-            state, l, c = self.chunk_fn(state, jax.device_put(arrays, device), key)
-            loss, count = loss + l, count + c
-        return state, loss, count
