@@ -90,7 +90,7 @@ def prepare(cfg: dict, settings: dict) -> dict:
 def objectives(strategy: dict, data: dict, split: str) -> dict[str, HeldoutObjective]:
     """The model's own conditional ("heldout"); where that adds a bias to the logits (NS's
     log q), also the plain softmax(u·h) ("heldout_raw")."""
-    options = {k: v for k, v in strategy.items() if k != "name"}
+    options = {k: v for k, v in loss_options(strategy).items() if k != "name"}
     layer = make_output_layer(strategy["name"], data["train"].vocab.counts, **options)
     pairs = data["pairs"][split]
     out = {"heldout": HeldoutObjective.of_layer(layer, pairs)}
@@ -101,10 +101,20 @@ def objectives(strategy: dict, data: dict, split: str) -> dict[str, HeldoutObjec
 
 # --- runs --------------------------------------------------------------------------------
 
+def loss_options(strategy: dict) -> dict:
+    """A strategy's [loss] options (its entry may also carry its own ``learning_rates``)."""
+    return {k: v for k, v in strategy.items() if k != "learning_rates"}
+
+
+def learning_rates(cfg: dict, name: str) -> list[float]:
+    """The rates swept for a strategy: its own list if its entry has one, else the config's."""
+    return cfg["strategies"][name].get("learning_rates", cfg["learning_rates"])
+
+
 def train_config(cfg: dict, strategy: dict, lr: float, seed: int, **run) -> TrainConfig:
     return TrainConfig().replace(
         data={"corpus": "<in memory>", "window": cfg["window"], "sample": cfg["sample"]},
-        model={"dim": cfg["dim"]}, loss=dict(strategy),
+        model={"dim": cfg["dim"]}, loss=loss_options(strategy),
         optim={"learning_rate": lr, "batch_size": cfg["batch_size"],
                "steps_per_chunk": cfg["steps_per_chunk"]},
         # One stream: exact sequential SGD within each step, the same for every strategy.
@@ -115,7 +125,8 @@ def calibrate(cfg: dict, vocab_name: str, name: str, data: dict, out: Path) -> d
     """Steady-state words/s of a strategy (compilation excluded) → the words it may train."""
     strategy = cfg["strategies"][name]
     seconds = cfg["calibration_seconds"]
-    r = train(train_config(cfg, strategy, min(cfg["learning_rates"]), 0, max_seconds=seconds), data["train"])
+    r = train(train_config(cfg, strategy, min(learning_rates(cfg, name)), 0, max_seconds=seconds),
+              data["train"])
     planned = cfg["epochs"] * len(data["train"])
     words = int(min(planned, r.words / max(r.seconds, 1e-9) * cfg["budget_seconds"]))
     record = {"kind": "calibration", "vocab": vocab_name, "strategy": name,
@@ -471,7 +482,8 @@ def main(argv: list[str] | None = None) -> None:
             if name not in calib:
                 data = data or prepare(cfg, settings)
                 calib[name] = calibrate(cfg, vocab_name, name, data, results)
-            for lr in cfg["learning_rates"] if len(cfg["learning_rates"]) > 1 else []:
+            rates = learning_rates(cfg, name)
+            for lr in rates if len(rates) > 1 else []:
                 if (name, lr) not in swept:
                     data = data or prepare(cfg, settings)
                     sweep_cell(cfg, vocab_name, name, lr, data, calib[name]["max_words"], results)
@@ -482,7 +494,7 @@ def main(argv: list[str] | None = None) -> None:
                 if f"{vocab_name}/{name}/seed{seed}" in finished:
                     continue
                 data = data or prepare(cfg, settings)
-                lr = best.get(name, cfg["learning_rates"][0])
+                lr = best.get(name, learning_rates(cfg, name)[0])
                 run_cell(cfg, vocab_name, name, lr, seed, data, calib[name]["max_words"], results)
     records = read_results(results)
     command = "python experiments/compare_losses.py " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -194,6 +194,32 @@ def test_sampled_softmax_equals_its_numpy_formula():
     assert hits > 0  # the accidental-hit rule was exercised
 
 
+def test_blackout_equals_its_numpy_formula():
+    """BlackOut (Ji et al. 2016): over the target and the S shared samples, weighted softmax
+    p̃(i) ∝ exp(u_i·h) / q(i); loss −log p̃(c) − Σ_s log(1 − p̃(s)), a sample equal to the target
+    removed. Mutants caught: the 1/q weights dropped, the sample term's sign flipped, accidental
+    hits kept."""
+    s_count = 9
+    layer = make_output_layer("blackout", COUNTS, shared_samples=s_count)
+    params = {k: np.asarray(v, np.float64) for k, v in make_params(layer).items()}
+    batch = make_batch(layer)
+    key = jax.random.key(3)
+    samples = np.asarray(layer.sample_noise(key, B))
+    q = COUNTS ** 0.75 / np.sum(COUNTS ** 0.75)
+    ref, hits = 0.0, 0
+    for b in range(B):
+        h = params["w_in"][int(batch["input"][b])]
+        c = int(batch["output"][b])
+        kept = [s for s in samples if s != c]
+        hits += len(samples) - len(kept)
+        scores = np.array([params["w_out"][w] @ h - np.log(q[w]) for w in [c] + kept])
+        p = np.exp(scores - np.logaddexp.reduce(scores))
+        ref += float(batch["mask"][b]) * (-np.log(p[0]) - np.sum(np.log1p(-p[1:])))
+    _, aux = layer.loss({k: jnp.asarray(v, jnp.float32) for k, v in params.items()}, batch, key)
+    np.testing.assert_allclose(float(aux["sum"]), ref, rtol=1e-5)
+    assert hits > 0
+
+
 # --- gradients ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name, kw", VARIANTS, ids=IDS)

@@ -13,6 +13,7 @@ import pytest
 
 from sgns_jax.data.corpus import encode_corpus
 from sgns_jax.errors import ConfigError, SgnsError, TrainingDiverged
+from sgns_jax.losses import registered_variants
 from sgns_jax.evaluation.formats import load_word2vec
 from sgns_jax.train import loop as loop_mod
 from sgns_jax.train import runners as runners_mod
@@ -58,11 +59,12 @@ def test_no_recompilation_after_first_chunk(corpus_file, monkeypatch):
     assert made[0].chunk_fn._cache_size() == 1
 
 
-@pytest.mark.parametrize("loss, mode", [("ns", "pair"), ("ns", "window"), ("ns", "batch"),
-                                        ("hs", "pair"), ("full", "pair"), ("nce", "pair"),
-                                        ("sampled", "pair")])
-def test_sparse_equals_dense_for_sgd(corpus_file, loss, mode):
-    cfg = tiny_config(corpus_file, loss={"name": loss, "negative_mode": mode},
+@pytest.mark.parametrize("loss, kw", list(registered_variants()),
+                         ids=[f"{n}-{kw}" for n, kw in registered_variants()])
+def test_sparse_equals_dense_for_sgd(corpus_file, loss, kw):
+    """Every registered variant: the sparse row update equals jax.grad over the whole tables."""
+    cfg = tiny_config(corpus_file, loss={"name": loss, **{k: v for k, v in kw.items() if k != "cbow"}},
+                      model={"dim": 8, "cbow": kw.get("cbow", False)},
                       run={"epochs": 1, "quiet": True})
     sparse = train(cfg.replace(optim={"update": "sparse"}))
     dense = train(cfg.replace(optim={"update": "dense"}))
