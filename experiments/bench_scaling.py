@@ -48,7 +48,7 @@ def child(args) -> dict:
     import jax.numpy as jnp
     batch = {k: jnp.asarray(v[0]) for k, v in next(iter(epoch_chunks(corpus, spec, 0))).arrays.items()
              if k != "words"}
-    lookups = layer.lookups(batch, layer.sample_noise(jax.random.key(0), layer.batch_rows(batch)))
+    lookups = layer.lookups(batch, layer.sample_noise(jax.random.key(0), layer.batch_examples(batch)))
     rows = sum(int(np.prod(l.ids.shape)) for l in lookups.values() if l.ids is not None)
     return {"devices": jax.device_count(), "words_per_s": result.words_per_second,
             "pairs_per_s": pairs / result.seconds, "step_ms": 1e3 * result.seconds / steps,

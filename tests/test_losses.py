@@ -43,7 +43,7 @@ IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for n, kw in VARIANT
 
 @pytest.mark.parametrize("chunk", [1, 3, 7, 16, V, 64])
 def test_full_softmax_equals_log_softmax(chunk):
-    layer = FullSoftmax(chunk=chunk)
+    layer = FullSoftmax(block=chunk)
     params = make_params(layer)
     batch = make_batch(layer)
     mean, aux = layer.loss(params, batch, None)
@@ -226,7 +226,7 @@ def test_blackout_equals_its_numpy_formula():
 def test_gradients_match_finite_differences(name, kw):
     jax.config.update("jax_enable_x64", True)
     try:
-        layer = make_output_layer(name, COUNTS, **{"softmax_chunk": 7, **kw})
+        layer = make_output_layer(name, COUNTS, **{"softmax_block": 7, **kw})
         params = make_params(layer, jnp.float64)
         batch = make_batch(layer)
         key = jax.random.key(3)
@@ -251,7 +251,7 @@ def test_gradients_match_finite_differences(name, kw):
 
 @pytest.mark.parametrize("name, kw", VARIANTS, ids=IDS)
 def test_loss_is_jittable_vmappable_and_compiles_once(name, kw):
-    layer = make_output_layer(name, COUNTS, **{"softmax_chunk": 16, **kw})
+    layer = make_output_layer(name, COUNTS, **{"softmax_block": 16, **kw})
     traces = []
 
     def f(p, batch, key):

@@ -43,7 +43,15 @@ def _best_candidates(unit_VxD, a_Q, b_Q, c_Q, exclude_QxE, method: str):
 
 
 class Embeddings:
-    """Words and their vectors (float32 [V, D]), in frequency order when trained here."""
+    """Words and their vectors (float32 [V, D]), in frequency order when trained here.
+
+    Args:
+      words: V words (a repeated word keeps its first row, as gensim does).
+      vectors: [V, D] array, one row per word.
+
+    ``Embeddings.load(path)`` reads word2vec text or binary files; ``most_similar``,
+    ``similarity`` and the analogy methods follow gensim's KeyedVectors.
+    """
 
     def __init__(self, words: Sequence[str], vectors: np.ndarray):
         self.words = list(words)

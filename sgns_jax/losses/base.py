@@ -117,7 +117,7 @@ class OutputLayer:
         """[B, D]: the centre's vector, or (CBOW) the masked mean of the context vectors."""
         return cbow_mean(rows["input"], batch["mask"]) if self.cbow else rows["input"]
 
-    def batch_rows(self, batch: Batch) -> int:
+    def batch_examples(self, batch: Batch) -> int:
         return batch["mask"].shape[0]
 
     # -- as a language model ------------------------------------------------------------------
@@ -155,8 +155,17 @@ class OutputLayer:
         return jnp.sum(losses * weights), jnp.sum(weights)
 
     def loss(self, params: Params, batch: Batch, key: Array) -> tuple[Array, dict[str, Any]]:
-        """Mean loss over the batch's unmasked examples, and ``aux`` with ``sum`` and ``count``."""
-        lookups = self.lookups(batch, self.sample_noise(key, self.batch_rows(batch)))
+        """The pure loss.
+
+        Args:
+          params: ``{"w_in": [V, D], "w_out": [rows, D]}`` (``table_rows`` gives the rows).
+          batch: a pairs batch ``{input [B], output [B], mask [B]}`` or a windows batch
+            ``{centre [B], context [B, C], mask [B, C]}`` (``layout`` says which).
+          key: the PRNG key of the step's noise (unused by full and hierarchical softmax).
+        Returns:
+          (mean loss over the unmasked examples, ``{"sum": Σ weight·loss, "count": Σ weight}``).
+        """
+        lookups = self.lookups(batch, self.sample_noise(key, self.batch_examples(batch)))
         total, count = self.summed_loss(gather_rows(params, lookups), lookups, batch)
         return total / jnp.maximum(count, 1.0), {"sum": total, "count": count}
 

@@ -1,9 +1,9 @@
 """Full softmax: the exact objective −log softmax(W_out · h)[c], O(V) per example.
 
-When V > ``chunk``, the normaliser is a running logsumexp over vocabulary chunks and the chunk
-loop is rematerialised (``jax.checkpoint``), so forward and backward memory is O(B × chunk),
-not O(B × V), at the price of recomputing the logits (four [B × D]·[D × chunk] products per
-chunk). When the whole vocabulary fits one chunk, the logits are one matrix product kept for
+When V > ``block``, the normaliser is a running logsumexp over vocabulary blocks and the block
+loop is rematerialised (``jax.checkpoint``), so forward and backward memory is O(B × block),
+not O(B × V), at the price of recomputing the logits (four [B × D]·[D × block] products per
+block). When the whole vocabulary fits one block, the logits are one matrix product kept for
 the backward pass, whose gradient is written by hand (three products in all, ~25% less work).
 """
 
@@ -19,14 +19,14 @@ from sgns_jax.losses.base import Array, Batch, Lookup, OutputLayer
 from sgns_jax.losses.registry import LossOptions, LossSpec, register
 
 
-def chunked_logsumexp(h_BxD: Array, w_out_VxD: Array, chunk: int) -> Array:
-    """logsumexp_v (w_out[v] · h[b]) for each b, scanning ``chunk`` rows of w_out at a time."""
+def blocked_logsumexp(h_BxD: Array, w_out_VxD: Array, block: int) -> Array:
+    """logsumexp_v (w_out[v] · h[b]) for each b, scanning ``block`` rows of w_out at a time."""
     v, d = w_out_VxD.shape
-    chunk = max(1, min(chunk, v))
-    n = -(-v // chunk)
-    pad = n * chunk - v
-    w_NxCxD = jnp.pad(w_out_VxD, ((0, pad), (0, 0))).reshape(n, chunk, d)
-    valid_NxC = (jnp.arange(n * chunk) < v).reshape(n, chunk)
+    block = max(1, min(block, v))
+    n = -(-v // block)
+    pad = n * block - v
+    w_NxCxD = jnp.pad(w_out_VxD, ((0, pad), (0, 0))).reshape(n, block, d)
+    valid_NxC = (jnp.arange(n * block) < v).reshape(n, block)
 
     @jax.checkpoint
     def body(carry, xs):
@@ -77,7 +77,7 @@ class FullSoftmax(OutputLayer):
     Params: ``w_in [V, D]``, ``w_out [V, D]``. The gradient w.r.t. ``w_out`` is dense.
     """
 
-    chunk: int = 32768
+    block: int = 32768  # vocabulary rows per block of the normaliser
     cbow: bool = False
     normalised = True
 
@@ -92,10 +92,10 @@ class FullSoftmax(OutputLayer):
         h_BxD = self.input_vectors(rows, batch)
         target_B, weight_B = self.targets(batch)
         w_out = rows["out_all"]
-        if w_out.shape[0] <= self.chunk:
+        if w_out.shape[0] <= self.block:
             return softmax_nll(h_BxD, w_out, target_B), weight_B
         target_logit_B = jnp.sum(jnp.take(w_out, target_B, axis=0) * h_BxD, axis=-1)
-        return chunked_logsumexp(h_BxD, w_out, self.chunk) - target_logit_B, weight_B
+        return blocked_logsumexp(h_BxD, w_out, self.block) - target_logit_B, weight_B
 
 
 def _batch_size(options: LossOptions, cbow: bool) -> int:
@@ -107,6 +107,6 @@ def _batch_size(options: LossOptions, cbow: bool) -> int:
 def _spec() -> LossSpec:
     return LossSpec(
         "full", "the exact softmax over the whole vocabulary (the reference), O(V) per pair",
-        lambda counts, options, cbow: FullSoftmax(chunk=options.softmax_chunk, cbow=cbow),
-        options=("softmax_chunk",), default_batch_size=_batch_size,
-        test_variants=({}, {"cbow": True}, {"softmax_chunk": 64}))
+        lambda counts, options, cbow: FullSoftmax(block=options.softmax_block, cbow=cbow),
+        options=("softmax_block",), default_batch_size=_batch_size,
+        test_variants=({}, {"cbow": True}, {"softmax_block": 64}))

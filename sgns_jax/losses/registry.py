@@ -35,7 +35,7 @@ class LossOptions:
     shared_samples: int = field(default=64, metadata={
         "help": "S noise words shared by a batch (ns batch mode, sampled, blackout)"})
     ns_exponent: float = field(default=0.75, metadata={"help": "noise distribution: counts^this"})
-    softmax_chunk: int = field(default=32768, metadata={
+    softmax_block: int = field(default=32768, metadata={
         "help": "vocabulary rows per block of the full softmax's normaliser"})
 
     def replace(self, **changes: Any) -> "LossOptions":
@@ -114,8 +114,18 @@ def resolve_options(options: LossOptions, cbow: bool) -> LossOptions:
 
 
 def make_output_layer(name: str, counts: np.ndarray, *, cbow: bool = False, **options: Any):
-    """Build the registered output layer ``name`` for a vocabulary with these counts;
-    ``options`` are :class:`LossOptions` fields (``negative=5``, ``negative_mode="pair"``, ...)."""
+    """Build a registered output layer.
+
+    Args:
+      name: a registered loss (:func:`specs` lists them).
+      counts: int [V] word counts, most frequent first (noise distributions, Huffman tree).
+      cbow: CBOW (the input is the mean of the context vectors) instead of skip-gram.
+      **options: :class:`LossOptions` fields (``negative=5``, ``negative_mode="pair"``, ...).
+    Returns:
+      The layer: ``layer.loss(params, batch, key) -> (mean, aux)``.
+    Raises:
+      ``ConfigError`` for an unknown name or options the layer cannot honour.
+    """
     opts = LossOptions(name=name, **options)
     check_options(opts, cbow)
     opts = resolve_options(opts, cbow)

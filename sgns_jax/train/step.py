@@ -94,7 +94,7 @@ def train_step(state: TrainState, batch: Mapping[str, Array], key: Array, lr: Ar
     whole batch with the tables' rows split over the axis.
     """
     batch_axis = axis_name if rule.splits_batch else None  # data parallel: the batch is split
-    noise = step_noise(layer, key, layer.batch_rows(batch), batch_axis)
+    noise = step_noise(layer, key, layer.batch_examples(batch), batch_axis)
     lookups = layer.lookups(batch, noise)
 
     def total(rows):

@@ -35,11 +35,9 @@ import jax.numpy as jnp
 from sgns_jax.train.step import TrainState
 
 
-# R: chunks each worker trains between merges. A merge moves the tables between devices and
-# sums them (~10–17 ms for V = 16k, D = 100 on the 2-core development machine). Measured with
-# experiments/bench_vs_gensim.py (5 epochs, 2 workers): R = 1, 2, 4 gave per-pair NS 0.63×,
-# 0.67×, 0.69× gensim's words/s with 3.25%, 3.32%, 2.74% analogies (one stream: 3.14%); R = 4's
-# staleness (R·T·B = 131k pairs per worker) cost about half a point in every mode, R = 2 not.
+# R: chunks each worker trains between merges. Fewer merges are faster, but every update of a
+# round is computed on parameters up to a round stale: R = 4 cost analogy points where R = 2 did
+# not (the measurements are in docs/architecture.md, "Worker streams").
 CHUNKS_PER_WORKER = 2
 
 
