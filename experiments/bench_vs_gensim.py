@@ -178,15 +178,16 @@ def summary_table(rows: list[dict]) -> str:
         return f"{format(statistics.mean(x), fmt)} ± {format(sd, fmt[1:] if fmt[0] == '+' else fmt)} " \
                f"({format(min(x), fmt)} … {format(max(x), fmt)})"
 
-    lines = ["| run | epochs | seeds | words/s vs gensim | Δ analogy (points) | Δ WS-353 ρ | gensim analogy % |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| run | epochs | seeds | words/s vs gensim | end to end vs gensim | Δ analogy (points) | Δ WS-353 ρ "
+             "| gensim analogy % |", "|---|---|---|---|---|---|---|---|"]
     for (mode, epochs), pairs in groups.items():
         ratio = [r["words_per_s"] / g["words_per_s"] for r, g in pairs]
+        e2e = [g["e2e_s"] / r["e2e_s"] for r, g in pairs]
         d_an = [100 * (r["analogy"]["accuracy"] - g["analogy"]["accuracy"]) for r, g in pairs]
         d_ws = [r["wordsim353"] - g["wordsim353"] for r, g in pairs]
         g_an = [100 * g["analogy"]["accuracy"] for _, g in pairs]
         lines.append(f"| `{mode}` | {epochs} | {len(pairs)} | {statistics.mean(ratio):.2f}× "
-                     f"({min(ratio):.2f}–{max(ratio):.2f}) | {ms(d_an, '+.2f')} | {ms(d_ws, '+.3f')} | "
+                     f"({min(ratio):.2f}–{max(ratio):.2f}) | {statistics.mean(e2e):.2f}× ({min(e2e):.2f}–{max(e2e):.2f}) | {ms(d_an, '+.2f')} | {ms(d_ws, '+.3f')} | "
                      f"{ms(g_an, '.2f')} |")
     return "\n".join(lines)
 

@@ -51,3 +51,30 @@ def test_compare_losses_quick_writes_a_complete_report(tmp_path):
                          "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r2.returncode == 0 and "heldout" not in r2.stdout.replace("report", "")
     assert len((out / "results.jsonl").read_text().splitlines()) == len(records)
+
+
+def test_gpu_benchmark_runs_in_cpu_mode(tmp_path):
+    out = tmp_path / "gpu.json"
+    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench_gpu.py"), "--tiny",
+                        "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["machine"]["bandwidth_bytes_per_s"] > 0 and data["machine"]["matmul_flops_per_s"] > 0
+    rows = data["rows"]
+    assert {(x["strategy"], x["devices"]) for x in rows} == {
+        (s, d) for s in ("pair", "window", "batch", "hs", "full") for d in (1, 2)}
+    for x in rows:
+        assert x["vocab"] == 500 and x["words_per_s"] > 0 and x["pairs_per_s"] > x["words_per_s"]
+        assert 0 < x["share_of_roofline"] and math.isfinite(x["roofline_words_per_s"])
+
+
+def test_gpu_benchmark_traffic_model():
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from bench_gpu import traffic_per_pair
+
+    # D = 100, K = 5: a row is 1,200 bytes (gather 4·D, scatter-add 8·D), a dot 600 flops.
+    assert traffic_per_pair("pair", 100, 10, 64, 0, 64) == (7 * 1200, 6 * 600)
+    assert traffic_per_pair("window", 100, 10, 64, 0, 64) == (12 / 6 * 1200, 6 * 600)
+    assert traffic_per_pair("hs", 100, 10, 64, 12.5, 64) == (13.5 * 1200, 12.5 * 600)
+    # full: the V×D output table read twice and written once per batch of B pairs.
+    assert traffic_per_pair("full", 100, 1000, 250, 0, 64) == (12 * 1000 * 100 / 250 + 2400, 1000 * 600)
