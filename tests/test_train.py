@@ -486,3 +486,17 @@ def test_compilation_is_not_training_time(corpus_file, monkeypatch):
     r = train(tiny_config(corpus_file, run={"epochs": 1, "quiet": True, "parallelism": "single"}))
     assert r.compile_seconds >= 1.5
     assert r.seconds < 1.0, r.seconds
+
+
+def test_cli_keeps_compiled_calls_in_the_cache(corpus_file, tmp_path):
+    cache = tmp_path / "cache"
+    args = ("train", str(corpus_file), "--dim", "10", "--epochs", "1", "--min-count", "1",
+            "--cache-dir", str(cache), "--quiet")
+    env = {**os.environ, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}  # store every call
+    r = run_cli(*args, env=env)
+    assert r.returncode == 0, r.stderr
+    compiled = set(os.listdir(cache / "xla"))
+    assert any(name.startswith("jit_") for name in compiled)
+    r = run_cli(*args, env=env)  # the same shapes: every call loaded, nothing new compiled
+    assert r.returncode == 0, r.stderr
+    assert set(os.listdir(cache / "xla")) == compiled

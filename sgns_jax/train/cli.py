@@ -116,10 +116,30 @@ def config_from_args(args: argparse.Namespace):
     return TrainConfig.from_dict(d)
 
 
+def use_compilation_cache(cache_dir: str | None) -> None:
+    """Keep compiled training calls on disk, in ``xla/`` of the corpus cache (``--cache-dir``,
+    default ``$SGNS_JAX_CACHE`` or ``~/.cache/sgns_jax``; ``--cache-dir ""`` turns both off): a
+    later run with the same shapes loads them instead of compiling. JAX's own
+    ``JAX_COMPILATION_CACHE_DIR`` wins when set."""
+    import os
+    from pathlib import Path
+
+    import jax
+
+    from sgns_jax.data.corpus import default_cache_dir
+
+    if cache_dir == "" or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    jax.config.update("jax_compilation_cache_dir", str(Path(cache_dir or default_cache_dir()) / "xla"))
+    if not os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)  # JAX's 1 s skips ours
+
+
 def run_train(args: argparse.Namespace) -> None:
     from sgns_jax.train.loop import output_paths, train
 
     cfg = config_from_args(args)
+    use_compilation_cache(cfg.data.cache_dir)
     result = train(cfg)
     trained = result.words - result.resumed_words
     if trained <= 0:
