@@ -489,13 +489,20 @@ def main(argv: list[str] | None = None) -> None:
                     sweep_cell(cfg, vocab_name, name, lr, data, calib[name]["max_words"], results)
         records = read_results(results)
         best = best_learning_rates(records, vocab_name)
+        chosen = {name: best.get(name, learning_rates(cfg, name)[0]) for name in cfg["strategies"]}
+        # A cell trained at a rate the sweep no longer chooses (a rate was added) is rerun.
+        stale = {r["cell"] for r in records if r["kind"] == "final" and r["vocab"] == vocab_name
+                 and r["strategy"] in chosen and r["learning_rate"] != chosen[r["strategy"]]}
+        if stale:
+            records = [r for r in records if r.get("cell") not in stale]
+            results.write_text("".join(json.dumps(r) + "\n" for r in records))
+            finished -= stale
         for name in cfg["strategies"]:
             for seed in cfg["seeds"]:
                 if f"{vocab_name}/{name}/seed{seed}" in finished:
                     continue
                 data = data or prepare(cfg, settings)
-                lr = best.get(name, learning_rates(cfg, name)[0])
-                run_cell(cfg, vocab_name, name, lr, seed, data, calib[name]["max_words"], results)
+                run_cell(cfg, vocab_name, name, chosen[name], seed, data, calib[name]["max_words"], results)
     records = read_results(results)
     command = "python experiments/compare_losses.py " + " ".join(sys.argv[1:] if argv is None else argv)
     write_report(cfg, records, out_dir, command)
