@@ -411,3 +411,36 @@ def test_negative_modes_agree_in_expectation():
             diff = np.abs(got[name] - ref[name])
             bound = 5 * np.sqrt(se[name] ** 2 + ref_se[name] ** 2) + 1e-4
             assert np.all(diff <= bound), (mode, name, float((diff - bound).max()))
+
+
+def test_window_hs_equals_hs_over_the_same_pairs():
+    """Window-shared HS (a centre's path gathered once for all its contexts) is the pairs
+    layout's HS regrouped: the same per-pair losses, and one SGD step on a batch of windows
+    equals one step on the same pairs. Mutants caught: the path of a context instead of the
+    centre; a context's mask ignored; node gradients not summed over the contexts."""
+    from sgns_jax.train.step import init_state, train_step
+    from sgns_jax.train.updates import make_update_rule
+
+    pairs_layer = make_output_layer("hs", COUNTS, hs_paths="pair")
+    window_layer = make_output_layer("hs", COUNTS)
+    assert window_layer.layout == "windows" and pairs_layer.layout == "pairs"
+    params = make_params(pairs_layer)
+    windows = make_batch(window_layer)
+    rows_m = np.asarray(windows["mask"]).astype(bool)
+    pairs = {"input": jnp.asarray(np.asarray(windows["context"])[rows_m]),
+             "output": jnp.asarray(np.repeat(np.asarray(windows["centre"]), 4).reshape(B, 4)[rows_m]),
+             "mask": jnp.ones(int(rows_m.sum()), jnp.float32)}
+    lk = window_layer.lookups(windows, None)
+    losses_BxC, weights_BxC = window_layer.example_losses(
+        {"input": params["w_in"][lk["input"].ids], "nodes": params["w_out"][lk["nodes"].ids]}, lk, windows)
+    lp = pairs_layer.lookups(pairs, None)
+    losses_P, _ = pairs_layer.example_losses(
+        {"input": params["w_in"][lp["input"].ids], "nodes": params["w_out"][lp["nodes"].ids]}, lp, pairs)
+    np.testing.assert_allclose(np.asarray(losses_BxC)[rows_m], losses_P, rtol=1e-5)
+    np.testing.assert_array_equal(weights_BxC, windows["mask"])
+    rule = make_update_rule("sgd", "sparse")
+    stepped = [train_step(init_state(params, rule), batch, jax.random.key(0), jnp.float32(0.1),
+                          layer=layer, rule=rule)[0].params
+               for layer, batch in ((window_layer, windows), (pairs_layer, pairs))]
+    for name in ("w_in", "w_out"):
+        np.testing.assert_allclose(stepped[0][name], stepped[1][name], rtol=1e-5, atol=1e-6)

@@ -500,3 +500,43 @@ def test_cli_keeps_compiled_calls_in_the_cache(corpus_file, tmp_path):
     r = run_cli(*args, env=env)  # the same shapes: every call loaded, nothing new compiled
     assert r.returncode == 0, r.stderr
     assert set(os.listdir(cache / "xla")) == compiled
+
+
+def test_skipgram_hs_step_is_word2vecs_update():
+    """One skip-gram pair's HS step equals word2vec.c's loop, including its rule that a node
+    whose logit is beyond ±6 is skipped (no update), not updated with the exact σ:
+
+        for d in path: f = syn0[c]·syn1[p_d]; if |f| >= 6: continue
+                       g = (1 − code_d − σ(f))·α; neu1e += g·syn1[p_d]; syn1[p_d] += g·syn0[c]
+        syn0[c] += neu1e
+
+    Mutant caught: the exact σ(−x) gradient at saturated nodes."""
+    v, d = 12, 5
+    cfg = TrainConfig().replace(model={"dim": d}, loss={"name": "hs", "hs_paths": "pair"})
+    layer = build_layer(cfg, np.arange(v, 0, -1) * 10)
+    tree = layer.tree
+    rule = make_update_rule("sgd", "sparse")
+    rng = np.random.default_rng(3)
+    syn0 = rng.normal(size=(v, d)).astype(np.float32) * 2.0  # large: some nodes saturate
+    syn1 = rng.normal(size=(v - 1, d)).astype(np.float32) * 2.0
+    context, centre, alpha = 4, v - 1, 0.05  # the deepest leaf: the longest path
+    state = init_state({"w_in": jnp.asarray(syn0), "w_out": jnp.asarray(syn1)}, rule)
+    batch = {"input": jnp.asarray([context], jnp.int32), "output": jnp.asarray([centre], jnp.int32),
+             "mask": jnp.ones(1, jnp.float32)}
+    got = train_step(state, batch, jax.random.key(0), jnp.float32(alpha), layer=layer, rule=rule)[0].params
+    neu1e = np.zeros(d)
+    skipped = 0
+    ref1 = syn1.astype(np.float64).copy()
+    for point, code in zip(tree.points[centre, :tree.lengths[centre]], tree.codes[centre, :tree.lengths[centre]]):
+        f = syn0[context] @ syn1[point]
+        if f <= -6 or f >= 6:
+            skipped += 1
+            continue
+        g = (1 - code - 1 / (1 + np.exp(-f))) * alpha
+        neu1e += g * syn1[point]
+        ref1[point] += g * syn0[context]
+    ref0 = syn0.astype(np.float64).copy()
+    ref0[context] += neu1e
+    assert 0 < skipped < tree.lengths[centre]  # the case is exercised, and not all of it
+    np.testing.assert_allclose(got["w_in"], ref0, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["w_out"], ref1, rtol=1e-5, atol=1e-6)

@@ -33,7 +33,7 @@ def get_config(quick: bool = False) -> dict:
         },
         "strategies": {
             "full": {"name": "full"},
-            "hs": {"name": "hs"},
+            "hs": {"name": "hs", "hs_paths": "pair"},  # batches of 256 pairs, as every strategy here
             "ns5": {"name": "ns", "negative": 5, "negative_mode": "pair"},
             "ns15": {"name": "ns", "negative": 15, "negative_mode": "pair"},
             "nce": {"name": "nce", "negative": 5},

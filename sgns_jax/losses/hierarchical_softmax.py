@@ -3,6 +3,15 @@
 p(c | h) = Π_j σ((1 − 2·code_j) · u_{point_j} · h) along c's root→leaf path; the probabilities
 of all leaves sum to one by construction. Params: ``w_in [V, D]`` and the inner-node vectors
 ``w_out [max(V−1, 1), D]`` (zero-initialised, as word2vec's ``syn1``).
+
+Two layouts of the same objective (``hs_paths``):
+
+* ``pair`` — one path per (input, target) pair (pairs layout; CBOW's windows are one example);
+* ``window`` — skip-gram over the windows layout: word2vec's skip-gram predicts the centre from
+  each of its contexts, so the ≤ 2·window pairs of a window walk the *same* root→leaf path. The
+  path's L node rows are gathered once per window and receive one summed gradient, and the
+  logits are one [contexts × D]·[D × L] product. The pairs, their losses and (for SGD) the
+  update are those of the pairs layout; only the grouping of pairs into steps differs.
 """
 
 from __future__ import annotations
@@ -13,9 +22,11 @@ from typing import Mapping
 import jax.numpy as jnp
 import numpy as np
 
-from sgns_jax.losses.base import Array, Batch, Lookup, OutputLayer, log_sigmoid
+from sgns_jax.errors import ConfigError
+from sgns_jax.losses.base import (Array, Batch, Lookup, OutputLayer, log_sigmoid,
+                                  log_sigmoid_unsaturated, window_logits)
 from sgns_jax.losses.huffman import HuffmanTree, huffman_codes
-from sgns_jax.losses.registry import LossSpec, register
+from sgns_jax.losses.registry import LossOptions, LossSpec, register
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,7 +62,7 @@ class HierarchicalSoftmax(OutputLayer):
         logits_BxL = jnp.einsum("bld,bd->bl", rows["nodes"], h_BxD)
         signs_BxL = jnp.take(self._signs, target_B, axis=0)
         mask_BxL = jnp.take(self._mask, target_B, axis=0)
-        return -jnp.sum(log_sigmoid(signs_BxL * logits_BxL) * mask_BxL, axis=-1), weight_B
+        return -jnp.sum(log_sigmoid_unsaturated(signs_BxL * logits_BxL) * mask_BxL, axis=-1), weight_B
 
     def log_prob_all(self, node_vectors: Array, h_D: Array) -> Array:
         """log p(w | h) for every word w (float [V]); for tests and evaluation."""
@@ -59,12 +70,63 @@ class HierarchicalSoftmax(OutputLayer):
         return jnp.sum(log_sigmoid(self._signs * logits_VxL) * self._mask, axis=-1)
 
 
+@dataclass(frozen=True, eq=False)
+class WindowHierarchicalSoftmax(HierarchicalSoftmax):
+    """Skip-gram HS over the windows layout: the contexts of a centre share its path."""
+
+    layout = "windows"
+
+    def describe(self) -> str:
+        return "hierarchical softmax (a path per window)"
+
+    def lookups(self, batch: Batch, noise: Array | None) -> dict[str, Lookup]:
+        return {"input": Lookup("w_in", batch["context"]),
+                "nodes": Lookup("w_out", jnp.take(self._points, batch["centre"], axis=0))}
+
+    def example_losses(self, rows: Mapping[str, Array], lookups: Mapping[str, Lookup],
+                       batch: Batch) -> tuple[Array, Array]:
+        # Inputs: the contexts [B, C, D]; outputs: the centre's path nodes [B, L, D].
+        centre_B = batch["centre"]
+        logits_BxCxL = window_logits(rows["input"], rows["nodes"])
+        signs_BxL = jnp.take(self._signs, centre_B, axis=0)
+        mask_BxL = jnp.take(self._mask, centre_B, axis=0)
+        losses_BxC = -jnp.sum(log_sigmoid_unsaturated(signs_BxL[:, None, :] * logits_BxCxL)
+                              * mask_BxL[:, None, :], -1)
+        return losses_BxC, batch["mask"]
+
+
+HS_PATHS = ("window", "pair")
+
+
+def _check(options: LossOptions, cbow: bool) -> None:
+    if options.hs_paths not in (None, *HS_PATHS):
+        raise ConfigError(f"unknown hs_paths {options.hs_paths!r}; choose one of {', '.join(HS_PATHS)}")
+    if cbow and options.hs_paths == "window":
+        raise ConfigError("hs_paths 'window' is for skip-gram; CBOW's windows are one example each")
+
+
+def _resolve(options: LossOptions, cbow: bool) -> LossOptions:
+    if options.hs_paths is not None:
+        return options
+    return options.replace(hs_paths="pair" if cbow else "window")
+
+
+def _build(counts: np.ndarray, options: LossOptions, cbow: bool) -> HierarchicalSoftmax:
+    layer = WindowHierarchicalSoftmax if options.hs_paths == "window" else HierarchicalSoftmax
+    return layer(counts, cbow=cbow)
+
+
+def _batch_size(options: LossOptions, cbow: bool) -> int:
+    # Every pair updates the root and the top nodes, so a batch sums all their gradients there:
+    # it diverges at ~1.5–4k pairs a step. 256 pairs (or CBOW windows) is inside the stable
+    # range; so are 64 skip-gram windows (~380 pairs), small enough for a step's rows to stay
+    # in cache, as window-shared NS's.
+    return 64 if _resolve(options, cbow).hs_paths == "window" else 256
+
+
 @register
 def _spec() -> LossSpec:
-    # Every pair updates the root and the top nodes, so a batch sums all their gradients there:
-    # it diverges at ~1.5–4k pairs a step; 256 is inside the stable range.
     return LossSpec(
-        "hs", "hierarchical softmax over word2vec's Huffman tree, O(log V) per pair",
-        lambda counts, options, cbow: HierarchicalSoftmax(counts, cbow=cbow),
-        default_batch_size=lambda options, cbow: 256,
-        test_variants=({}, {"cbow": True}))
+        "hs", "hierarchical softmax over word2vec's Huffman tree, O(log V) per pair", _build,
+        options=("hs_paths",), default_batch_size=_batch_size, check=_check, resolve=_resolve,
+        test_variants=({"hs_paths": "window"}, {"hs_paths": "pair"}, {"cbow": True}))

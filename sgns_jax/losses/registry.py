@@ -35,6 +35,9 @@ class LossOptions:
     shared_samples: int = field(default=64, metadata={
         "help": "S noise words shared by a batch (ns batch mode, sampled, blackout)"})
     ns_exponent: float = field(default=0.75, metadata={"help": "noise distribution: counts^this"})
+    hs_paths: str | None = field(default=None, metadata={
+        "choices": ["window", "pair"], "help": "hs: 'window' (the contexts of a centre share its path; skip-gram default) or "
+                "'pair' (a path per pair; CBOW)"})
     softmax_block: int = field(default=32768, metadata={
         "help": "vocabulary rows per block of the full softmax's normaliser"})
 
