@@ -78,3 +78,20 @@ def test_gpu_benchmark_traffic_model():
     assert traffic_per_pair("hs", 100, 10, 64, 12.5, 64) == (13.5 * 1200, 12.5 * 600)
     # full: the V×D output table read twice and written once per batch of B pairs.
     assert traffic_per_pair("full", 100, 1000, 250, 0, 64) == (12 * 1000 * 100 / 250 + 2400, 1000 * 600)
+
+
+def test_memory_does_not_grow_from_epoch_to_epoch(tmp_path):
+    """Peak RSS per epoch (the kernel's high-water mark, reset between epochs) stays flat: a
+    pipeline or merge that kept something per epoch (a leaked chunk list, a malloc arena per
+    epoch thread, as once happened) shows as growth. Measured by bench_memory.py's own phases."""
+    out = tmp_path / "mem.json"
+    corpus = ROOT / "sgns_jax" / "resources" / "wiki.txt.gz"
+    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench_memory.py"), "--corpus", str(corpus),
+                        "--epochs", "4", "--sides", "sgns_jax", "--dim", "50", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    phases = {p["phase"]: p["peak_mb"] for p in json.loads(out.read_text())["runs"][0]["phases"]}
+    assert {"import", "corpus scan", "setup", "epoch 1", "epoch 4", "write"} <= set(phases)
+    first = phases["epoch 1"]
+    for epoch in (2, 3, 4):
+        assert phases[f"epoch {epoch}"] <= first * 1.05 + 8, phases

@@ -306,7 +306,7 @@ def _encode(files: list[Path], work: Path, lowercase: bool, min_count: int,
     kept_before = np.zeros(0, dtype=np.int64)  # kept tokens before each line end
     chunks = []
     pos = 0
-    step = 1 << 24
+    step = 1 << 22  # 4M tokens: ~100 MB of temporaries, whatever the corpus size
     for start in range(0, total, step):
         mapped = remap[prov[start:start + step]]
         keep = mapped >= 0
