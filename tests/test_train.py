@@ -540,3 +540,21 @@ def test_skipgram_hs_step_is_word2vecs_update():
     assert 0 < skipped < tree.lengths[centre]  # the case is exercised, and not all of it
     np.testing.assert_allclose(got["w_in"], ref0, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got["w_out"], ref1, rtol=1e-5, atol=1e-6)
+
+
+def test_default_parallelism_follows_the_machine_and_the_tables():
+    from sgns_jax.train.config import DEFAULT_WORKERS_MAX_TABLE_BYTES, default_parallelism
+
+    cfg = TrainConfig()
+    small, large = 32 << 20, DEFAULT_WORKERS_MAX_TABLE_BYTES + 1
+    assert default_parallelism(cfg, "cpu", 2, 1, 1, small) == ("workers", 2)
+    assert default_parallelism(cfg, "cpu", 16, 1, 1, small) == ("workers", 4)  # capped
+    assert default_parallelism(cfg, "cpu", 1, 1, 1, small) == ("single", 1)
+    assert default_parallelism(cfg, "cpu", 2, 1, 1, large) == ("single", 1)  # merges too costly
+    adam = cfg.replace(optim={"optimizer": "adam"})
+    assert default_parallelism(adam, "cpu", 2, 1, 1, small) == ("single", 1)  # workers: SGD only
+    assert default_parallelism(cfg, "gpu", 2, 8, 1, large) == ("data", None)  # every device
+    assert default_parallelism(cfg, "gpu", 2, 1, 1, small) == ("single", 1)
+    assert default_parallelism(cfg, "cpu", 2, 4, 2, small) == ("data", None)  # several processes
+    chosen = cfg.replace(run={"parallelism": "vocab", "devices": 4})
+    assert default_parallelism(chosen, "cpu", 2, 4, 1, large) == ("vocab", 4)

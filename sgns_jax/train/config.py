@@ -177,9 +177,12 @@ def default_steps_per_chunk(cfg: TrainConfig, batch_size: int) -> int:
     return cfg.optim.steps_per_chunk or max(32, 8192 // batch_size)
 
 
-# Worker streams keep a copy of the tables per stream plus the round's base: by default they are
-# used only while one copy stays below this size (a 1M-word × 300-dim run gets one stream).
-DEFAULT_WORKERS_MAX_TABLE_BYTES = 1 << 30
+# Worker streams merge the rows a round touched, and a large vocabulary touches many rows per
+# round: on the 2-core machine two streams were faster than one up to about 40k words × 100 dims
+# (mid.txt.gz: 1.3–1.9×; a synthetic Zipf text of 10k words: 1.26×) and slower beyond (Zipf 40k ×
+# 100: 0.82×, 100k × 100: 0.71×, 30k × 300: 0.78×, 1M × 300: 0.15×). By default they are used only
+# while both tables together stay below this size (V·D ≤ 6M floats).
+DEFAULT_WORKERS_MAX_TABLE_BYTES = 48 << 20
 
 
 def default_parallelism(cfg: TrainConfig, backend: str, cores: int, device_count: int,
@@ -189,7 +192,8 @@ def default_parallelism(cfg: TrainConfig, backend: str, cores: int, device_count
     Several processes, or several accelerators: data parallelism over all devices. On a CPU
     with several cores, SGD trains in worker streams, one per core (at most 4: more streams on
     2 cores measured no faster), as gensim's worker threads use the cores — unless another
-    optimizer is chosen or one copy of the tables exceeds 1 GB (each stream keeps a copy).
+    optimizer is chosen or the tables exceed ``DEFAULT_WORKERS_MAX_TABLE_BYTES`` (merges of
+    large vocabularies cost more than the second stream gains).
     Otherwise one stream on one device.
     """
     r = cfg.run

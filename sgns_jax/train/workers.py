@@ -41,16 +41,20 @@ from sgns_jax.train.step import TrainState
 CHUNKS_PER_WORKER = 2
 
 
-def _merge_rows(base_RxD: jax.Array, ids_N: jax.Array, *worker_rows_NxD: jax.Array
-                ) -> tuple[jax.Array, jax.Array]:
-    """Rows ``ids`` of ``base + Σ_w (worker_w − base)``, written into ``base`` (ids equal to
-    the row count are padding: read as zeros, dropped on write). Returns (base, merged rows)."""
-    if len(worker_rows_NxD) == 1:  # one worker (an epoch's tail): its rows, not b + (w − b)
-        merged_NxD = worker_rows_NxD[0]
+def _merge_rows(base_RxD: jax.Array, first_RxD: jax.Array, ids_N: jax.Array,
+                *other_rows_NxD: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Rows ``ids`` of ``base + Σ_w (worker_w − base)`` — the first worker's table is on this
+    device, the others' rows were gathered on theirs — written into ``base`` and into the first
+    worker's table in one pass (ids equal to the row count are padding: read as zeros, dropped
+    on write). Returns (base, first worker's table, merged rows)."""
+    first_NxD = jnp.take(first_RxD, ids_N, axis=0, mode="fill", fill_value=0)
+    if not other_rows_NxD:  # one worker (an epoch's tail): its rows, not b + (w − b)
+        merged_NxD = first_NxD
     else:
         b_NxD = jnp.take(base_RxD, ids_N, axis=0, mode="fill", fill_value=0)
-        merged_NxD = b_NxD + sum(w - b_NxD for w in worker_rows_NxD)
-    return base_RxD.at[ids_N].set(merged_NxD, mode="drop"), merged_NxD
+        merged_NxD = first_NxD + sum(w - b_NxD for w in other_rows_NxD)
+    return (base_RxD.at[ids_N].set(merged_NxD, mode="drop"),
+            first_RxD.at[ids_N].set(merged_NxD, mode="drop"), merged_NxD)
 
 
 def _take_rows(table_RxD: jax.Array, ids_N: jax.Array) -> jax.Array:
@@ -67,8 +71,12 @@ def _touched_ids(touched_R: jax.Array, size: int) -> jax.Array:
 
 
 def _bucket(count: int, rows: int) -> int:
-    """A power of two ≥ count (so merges compile for few sizes), at most ``rows``."""
-    return min(rows, 1 << max(count - 1, 0).bit_length())
+    """A size ≥ count from a short ladder (2^k times 1, 1.25, 1.5 or 1.75: at most 25% padding,
+    and merges compile for few sizes), at most ``rows``."""
+    if count <= 8:
+        return min(rows, 8)
+    top = 1 << (count - 1).bit_length()  # the power of two ≥ count
+    return min(rows, next(top // 8 * k for k in (5, 6, 7, 8) if top // 8 * k >= count))
 
 
 @dataclass
@@ -98,11 +106,11 @@ class WorkerStreams:
         self.steps_per_chunk = steps_per_chunk
         self.chunks_per_worker = chunks_per_worker
         self.replicas: list[TrainState] = []
-        self.merge_rows = jax.jit(_merge_rows, donate_argnums=(0,))
+        self.merge_rows = jax.jit(_merge_rows, donate_argnums=(0, 1))
         self.take_rows = jax.jit(_take_rows)
         self.set_rows = jax.jit(_set_rows, donate_argnums=(0,))
         self.touched_ids = jax.jit(_touched_ids, static_argnums=(1,))
-        self.merge_seconds = 0.0  # host time spent merging (after the round's workers finished)
+        self.merge_seconds = 0.0  # wall time of the merges (the round's workers done, to merge done)
         self.rounds = 0
 
     @property
@@ -167,14 +175,16 @@ class WorkerStreams:
                 touched = touched | jax.device_put(worker.state.touched[table], first)
             rows = params[table].shape[0]
             ids = self.touched_ids(touched, _bucket(int(touched.sum()), rows))
-            worker_rows = [jax.device_put(self.take_rows(replicas[w][table],
-                                                         jax.device_put(ids, worker.device)), first)
-                           for w, worker in enumerate(workers)]
-            params[table], merged = self.merge_rows(params[table], ids, *worker_rows)
-            for w, device in enumerate(self.devices):
+            other_rows = [jax.device_put(self.take_rows(replicas[w][table],
+                                                        jax.device_put(ids, worker.device)), first)
+                          for w, worker in enumerate(workers) if w > 0]
+            params[table], replicas[0][table], merged = self.merge_rows(
+                params[table], replicas[0][table], ids, *other_rows)
+            for w, device in enumerate(self.devices[1:], start=1):
                 replicas[w][table] = self.set_rows(replicas[w][table], jax.device_put(ids, device),
                                                    jax.device_put(merged, device))
         self.replicas = [rep._replace(params=p, touched=None) for rep, p in zip(self.replicas, replicas)]
+        jax.block_until_ready((params, replicas))  # time the merge's work, not its dispatch
         self.merge_seconds += time.perf_counter() - t
         self.rounds += 1
         steps = len(chunks) * self.steps_per_chunk
