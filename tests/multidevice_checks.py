@@ -198,22 +198,29 @@ def workers(path):
             state, _, _ = fn(state, arrays, key)
         return state
 
+    import sgns_jax.train.workers as workers_mod
+
     out = {}
-    for r in (1, 2):  # chunks per worker; worker 0 gets r chunks, worker 1 the rest (1)
+    # chunks per worker (worker 0 gets r chunks, worker 1 the rest: 1) × the two merges.
+    for r, merge in ((1, "whole"), (2, "whole"), (1, "rows"), (2, "rows")):
+        workers_mod.WHOLE_TABLE_MERGE_BYTES = (1 << 40) if merge == "whole" else 0
         group = chunks[:r + 1]
         streams = WorkerStreams(fn, jax.devices()[:2], key, t, r)
         merged, _, _ = streams.round(streams.place(fresh()), group)
+        assert streams.whole_tables == (merge == "whole")
+        case = f"{r}_{merge}"
         parts = [run(fresh(), group[:r]), run(fresh(r * t), group[r:])]
         expected = {k: params[k] + sum(np.asarray(p.params[k]) - params[k] for p in parts)
                     for k in params}
-        out[f"round_diff_r{r}"] = max(float(np.abs(np.asarray(merged.params[k]) - expected[k]).max())
+        out[f"round_diff_r{case}"] = max(float(np.abs(np.asarray(merged.params[k]) - expected[k]).max())
                                       for k in params)
-        out[f"round_step_r{r}"] = int(merged.step)
+        out[f"round_step_r{case}"] = int(merged.step)
         # Every replica leaves the round equal to the merged base (only touched rows move).
-        out[f"replica_diff_r{r}"] = max(float(np.abs(np.asarray(rep.params[k]) - np.asarray(merged.params[k])).max())
+        out[f"replica_diff_r{case}"] = max(float(np.abs(np.asarray(rep.params[k]) - np.asarray(merged.params[k])).max())
                                         for rep in streams.replicas for k in params)
-        out[f"moved_r{r}"] = min(float(np.abs(np.asarray(p.params["w_in"]) - params["w_in"]).max())
+        out[f"moved_r{case}"] = min(float(np.abs(np.asarray(p.params["w_in"]) - params["w_in"]).max())
                                  for p in parts)
+    workers_mod.WHOLE_TABLE_MERGE_BYTES = 48 << 20
     runs = [train(config(path, loss={"name": "ns", "negative_mode": "pair"},
                          run={"epochs": 2, "quiet": True, "parallelism": p, "devices": w}))
             for p, w in (("workers", 2), ("workers", 2), ("single", 1))]

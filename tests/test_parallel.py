@@ -107,16 +107,18 @@ def test_vocabulary_sharded_training_run_equals_one_device():
 
 def test_worker_streams_merge_their_updates_and_repeat():
     """Hogwild-style worker streams (two CPU devices): a round equals base + Σ (worker − base)
-    with each worker's chunks run on its own, though the merge moves only the touched rows, and
-    leaves every replica equal to the base; the same run twice gives the same vectors; the
+    with each worker's chunks run on its own — merging whole tables or only the touched rows —
+    and leaves every replica equal to the base; the same run twice gives the same vectors; the
     loss follows the one-stream run's (the updates differ by the staleness only); a run
     interrupted and resumed from its checkpoint ends with the uninterrupted run's vectors."""
     r = run_check("workers", devices=2)
     for chunks_per_worker in (1, 2):
-        assert r[f"moved_r{chunks_per_worker}"] > 1e-3
-        assert r[f"round_diff_r{chunks_per_worker}"] <= 1e-6, r
-        assert r[f"round_step_r{chunks_per_worker}"] == 2 * (chunks_per_worker + 1)  # T = 2
-        assert r[f"replica_diff_r{chunks_per_worker}"] == 0.0
+        for merge in ("whole", "rows"):  # whole tables (small V) and touched rows (large V)
+            case = f"{chunks_per_worker}_{merge}"
+            assert r[f"moved_r{case}"] > 1e-3
+            assert r[f"round_diff_r{case}"] <= 1e-6, r
+            assert r[f"round_step_r{case}"] == 2 * (chunks_per_worker + 1)  # T = 2
+            assert r[f"replica_diff_r{case}"] == 0.0
     assert r["repeat_diff"] == 0.0
     assert r["workers_vs_one"] > 0  # a different (stale) update order, not a copy of one stream
     assert r["examples"][0] == r["examples"][1]  # every chunk trained exactly once

@@ -35,6 +35,12 @@ import jax.numpy as jnp
 from sgns_jax.train.step import TrainState
 
 
+# Tables up to this size (both together) are merged whole; larger ones by the rows a round
+# touched. Whole: ~3W passes over V·D and nothing per step; touched rows: ~10 passes over the
+# touched rows plus a bitmap scatter in every step, which cost 40% of the words/s at 16k words
+# (bundled corpus, 2 workers: 1.19M whole vs 0.72M touched) and wins only at large V.
+WHOLE_TABLE_MERGE_BYTES = 48 << 20
+
 # R: chunks each worker trains between merges. Fewer merges are faster, but every update of a
 # round is computed on parameters up to a round stale: R = 4 cost analogy points where R = 2 did
 # not (the measurements are in docs/architecture.md, "Worker streams").
@@ -55,6 +61,14 @@ def _merge_rows(base_RxD: jax.Array, first_RxD: jax.Array, ids_N: jax.Array,
         merged_NxD = first_NxD + sum(w - b_NxD for w in other_rows_NxD)
     return (base_RxD.at[ids_N].set(merged_NxD, mode="drop"),
             first_RxD.at[ids_N].set(merged_NxD, mode="drop"), merged_NxD)
+
+
+def _merge_tables(base_RxD: jax.Array, first_RxD: jax.Array, *other_RxD: jax.Array
+                  ) -> tuple[jax.Array, jax.Array]:
+    """``base + Σ_w (worker_w − base)`` over the whole table, twice: the new base, and the first
+    worker's next replica (a separate buffer: the chunk donates its replica)."""
+    merged_RxD = first_RxD + sum(w - base_RxD for w in other_RxD)
+    return merged_RxD, jnp.copy(merged_RxD)
 
 
 def _take_rows(table_RxD: jax.Array, ids_N: jax.Array) -> jax.Array:
@@ -107,6 +121,9 @@ class WorkerStreams:
         self.chunks_per_worker = chunks_per_worker
         self.replicas: list[TrainState] = []
         self.merge_rows = jax.jit(_merge_rows, donate_argnums=(0, 1))
+        self.merge_tables = jax.jit(_merge_tables, donate_argnums=(0, 1))
+        # Small tables merge whole: cheaper than marking every step's rows and gathering them.
+        self.whole_tables = True
         self.take_rows = jax.jit(_take_rows)
         self.set_rows = jax.jit(_set_rows, donate_argnums=(0,))
         self.touched_ids = jax.jit(_touched_ids, static_argnums=(1,))
@@ -119,6 +136,7 @@ class WorkerStreams:
 
     def place(self, state: TrainState) -> TrainState:
         """The base state on the first worker's device, and a replica of it on every device."""
+        self.whole_tables = sum(x.nbytes for x in state.params.values()) <= WHOLE_TABLE_MERGE_BYTES
         base = jax.device_put(state, self.devices[0])
         self.replicas = [jax.tree.map(jnp.copy, jax.device_put(state, d)) for d in self.devices]
         return base
@@ -133,8 +151,9 @@ class WorkerStreams:
         for device, key, replica in zip(self.devices, self.keys, self.replicas):
             self.chunk_fn.lower(on(device, self._with_touched(replica)), on(device, arrays), key).compile()
 
-    @staticmethod
-    def _with_touched(state: TrainState) -> TrainState:
+    def _with_touched(self, state: TrainState) -> TrainState:
+        if self.whole_tables:
+            return state._replace(touched=None)
         return state._replace(touched={k: jnp.zeros(v.shape[0], bool, device=v.sharding)
                                        for k, v in state.params.items()})
 
@@ -169,7 +188,12 @@ class WorkerStreams:
         replicas = [dict(rep.params) for rep in self.replicas]
         for w, worker in enumerate(workers):
             replicas[w] = dict(worker.state.params)
-        for table in params:
+        for table in params if self.whole_tables else ():
+            others = [jax.device_put(worker.state.params[table], first) for worker in workers[1:]]
+            params[table], replicas[0][table] = self.merge_tables(params[table], replicas[0][table], *others)
+            for w, device in enumerate(self.devices[1:], start=1):
+                replicas[w][table] = jax.device_put(params[table], device)
+        for table in params if not self.whole_tables else ():
             touched = workers[0].state.touched[table]
             for worker in workers[1:]:
                 touched = touched | jax.device_put(worker.state.touched[table], first)
