@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
@@ -163,7 +164,8 @@ def _reference(r: dict) -> str:
 def summary_table(rows: list[dict]) -> str:
     """Per sgns_jax mode and epoch count, over the seeds: words/s relative to gensim's run of
     the same seed (mean, min–max) and the paired differences in analogy points and WS-353 ρ
-    (mean ± std, min … max)."""
+    (mean ± std, min … max), each with the p-value of a paired t-test (log ratio against 0 for
+    the speed): the evidence that a difference from gensim is real."""
     import statistics
 
     gensim = {(r["mode"], r["epochs"], r["seed"]): r for r in rows if r["side"] == "gensim"}
@@ -178,16 +180,24 @@ def summary_table(rows: list[dict]) -> str:
         return f"{format(statistics.mean(x), fmt)} ± {format(sd, fmt[1:] if fmt[0] == '+' else fmt)} " \
                f"({format(min(x), fmt)} … {format(max(x), fmt)})"
 
-    lines = ["| run | epochs | seeds | words/s vs gensim | end to end vs gensim | Δ analogy (points) | Δ WS-353 ρ "
-             "| gensim analogy % |", "|---|---|---|---|---|---|---|---|"]
+    from scipy import stats
+
+    def p_value(x: list[float]) -> str:  # two-sided one-sample t-test against 0 (paired by seed)
+        return f"{stats.ttest_1samp(x, 0.0).pvalue:.3f}" if len(x) > 1 and statistics.stdev(x) > 0 else "–"
+
+    lines = ["| run | epochs | seeds | words/s vs gensim (p) | end to end vs gensim | Δ analogy, points (p) "
+             "| Δ WS-353 ρ (p) | gensim analogy % |", "|---|---|---|---|---|---|---|---|"]
     for (mode, epochs), pairs in groups.items():
         ratio = [r["words_per_s"] / g["words_per_s"] for r, g in pairs]
         e2e = [g["e2e_s"] / r["e2e_s"] for r, g in pairs]
         d_an = [100 * (r["analogy"]["accuracy"] - g["analogy"]["accuracy"]) for r, g in pairs]
         d_ws = [r["wordsim353"] - g["wordsim353"] for r, g in pairs]
         g_an = [100 * g["analogy"]["accuracy"] for _, g in pairs]
+        log_ratio = [math.log(x) for x in ratio]
         lines.append(f"| `{mode}` | {epochs} | {len(pairs)} | {statistics.mean(ratio):.2f}× "
-                     f"({min(ratio):.2f}–{max(ratio):.2f}) | {statistics.mean(e2e):.2f}× ({min(e2e):.2f}–{max(e2e):.2f}) | {ms(d_an, '+.2f')} | {ms(d_ws, '+.3f')} | "
+                     f"({min(ratio):.2f}–{max(ratio):.2f}; p {p_value(log_ratio)}) | "
+                     f"{statistics.mean(e2e):.2f}× ({min(e2e):.2f}–{max(e2e):.2f}) | "
+                     f"{ms(d_an, '+.2f')}; p {p_value(d_an)} | {ms(d_ws, '+.3f')}; p {p_value(d_ws)} | "
                      f"{ms(g_an, '.2f')} |")
     return "\n".join(lines)
 
