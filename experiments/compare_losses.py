@@ -273,6 +273,8 @@ def finals_by(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
 
 def write_report(cfg: dict, records: list[dict], out_dir: Path, command: str) -> None:
     finals = finals_by(records)
+    order = {name: i for i, name in enumerate([*cfg["vocabularies"], *cfg["strategies"]])}
+    finals = dict(sorted(finals.items(), key=lambda kv: tuple(order.get(x, len(order)) for x in kv[0])))
     vocabs = list(dict.fromkeys(v for v, _ in finals))
     corpus = cfg["corpus"] or "the bundled Wikipedia text (`wiki.txt.gz`, 1.34 M tokens)"
     if cfg["max_tokens"]:
