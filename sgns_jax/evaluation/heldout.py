@@ -37,7 +37,10 @@ def heldout_pairs(corpus: Corpus, window: int = 5, sample: float = 0.0, max_pair
     """A fixed sample of at most ``max_pairs`` (input, output) pairs of ``corpus``, made as
     training makes them: subsampled with ``sample`` and the keep probabilities of
     ``corpus.vocab.counts`` (share the training split's vocabulary to use its counts)."""
-    spec = BatchSpec(layout="pairs", window=window, sample=sample, seed=seed)
+    # The block size fixes how the subsampling draws interleave with the window draws; it is
+    # pinned here so the held-out sample does not move with the pipeline's default (a memory
+    # setting): the comparison's cells trained across that change score the same pairs.
+    spec = BatchSpec(layout="pairs", window=window, sample=sample, seed=seed, block_tokens=1 << 20)
     blocks = list(epoch_examples(corpus, spec, 0))
     inp = np.concatenate([b["input"] for b in blocks])
     out = np.concatenate([b["output"] for b in blocks])
