@@ -22,7 +22,8 @@ per float) and computes 6·D flops per dot product it takes (forward, and two pr
 * ``window``: per centre its c contexts (c ≈ window + 1 on average with dynamic windows), the
   centre and K noise rows: (c + 1 + K) / c rows and (1 + K) dots per pair;
 * ``batch``: 2 rows per pair + S shared rows per batch, 1 + S dots per pair;
-* ``hs``: 1 + L̄ rows and L̄ dots, L̄ the frequency-weighted mean Huffman code length;
+* ``hs`` (skip-gram's window-shared paths): 1 + L̄ / c rows and L̄ dots per pair, L̄ the
+  frequency-weighted mean Huffman code length;
 * ``full``: the whole V×D output table read twice and its gradient written per step (12·V·D/B
   bytes per pair) and V dots per pair.
 
@@ -88,8 +89,9 @@ def traffic_per_pair(strategy: str, dim: int, vocab: int, batch_size: int, mean_
         return (c + 1 + k) / c * row, (1 + k) * dot
     if strategy == "batch":
         return (2 + shared_samples / batch_size) * row, (1 + shared_samples) * dot
-    if strategy == "hs":
-        return (1 + mean_code_length) * row, mean_code_length * dot
+    if strategy == "hs":  # window-shared paths: the path's rows once per window of c pairs
+        c = SETTINGS["window"] + 1
+        return (1 + mean_code_length / c) * row, mean_code_length * dot
     return 12.0 * vocab * dim / batch_size + 2 * row, vocab * dot  # full
 
 
@@ -111,7 +113,8 @@ def run_cell(corpus, strategy: str, vocab: int, devices: int, args, machine: dic
     if strategy == "hs":
         mean_code_length = float((huffman_codes(corpus.vocab.counts).lengths * counts).sum() / counts.sum())
     batch_size = result.config.optim.batch_size or default_batch_size(result.config)
-    pairs = result.examples * ((SETTINGS["window"] + 1) if strategy == "window" else 1)
+    # Windows-layout examples are centres: about window + 1 pairs each (dynamic windows).
+    pairs = result.examples * ((SETTINGS["window"] + 1) if strategy in ("window", "hs") else 1)
     words = result.corpus_tokens * result.words / max(result.epoch_words, 1)
     pairs_per_word = pairs / max(words, 1)
     bytes_pp, flops_pp = traffic_per_pair(strategy, args.dim, len(corpus.vocab), batch_size,

@@ -64,7 +64,8 @@ def test_gpu_benchmark_runs_in_cpu_mode(tmp_path):
     assert {(x["strategy"], x["devices"]) for x in rows} == {
         (s, d) for s in ("pair", "window", "batch", "hs", "full") for d in (1, 2)}
     for x in rows:
-        assert x["vocab"] == 500 and x["words_per_s"] > 0 and x["pairs_per_s"] > x["words_per_s"]
+        # (Pairs per corpus word can be below 1: a 500-word vocabulary is mostly subsampled.)
+        assert x["vocab"] == 500 and x["words_per_s"] > 0 and x["pairs_per_s"] > 0
         assert 0 < x["share_of_roofline"] and math.isfinite(x["roofline_words_per_s"])
 
 
@@ -75,7 +76,7 @@ def test_gpu_benchmark_traffic_model():
     # D = 100, K = 5: a row is 1,200 bytes (gather 4·D, scatter-add 8·D), a dot 600 flops.
     assert traffic_per_pair("pair", 100, 10, 64, 0, 64) == (7 * 1200, 6 * 600)
     assert traffic_per_pair("window", 100, 10, 64, 0, 64) == (12 / 6 * 1200, 6 * 600)
-    assert traffic_per_pair("hs", 100, 10, 64, 12.5, 64) == (13.5 * 1200, 12.5 * 600)
+    assert traffic_per_pair("hs", 100, 10, 64, 12.0, 64) == (3 * 1200, 12.0 * 600)  # path / 6 pairs
     # full: the V×D output table read twice and written once per batch of B pairs.
     assert traffic_per_pair("full", 100, 1000, 250, 0, 64) == (12 * 1000 * 100 / 250 + 2400, 1000 * 600)
 
