@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -31,8 +30,6 @@ from sgns_jax.errors import ConfigError
 from sgns_jax.losses.base import Array, Batch, Lookup, OutputLayer, log_sigmoid, window_logits
 from sgns_jax.losses.registry import LossOptions, LossSpec, register
 from sgns_jax.losses.sampler import AliasSampler
-
-
 
 
 @dataclass(frozen=True, eq=False)

@@ -157,6 +157,29 @@ class WorkerStreams:
         return state._replace(touched={k: jnp.zeros(v.shape[0], bool, device=v.sharding)
                                        for k, v in state.params.items()})
 
+    def _merge_whole(self, table: str, params: dict, replicas: list[dict], workers: list[_Worker]) -> None:
+        """Merge ``table`` whole into ``params`` (the base) and every replica, in place."""
+        first = self.devices[0]
+        others = [jax.device_put(worker.state.params[table], first) for worker in workers[1:]]
+        params[table], replicas[0][table] = self.merge_tables(params[table], replicas[0][table], *others)
+        for w, device in enumerate(self.devices[1:], start=1):
+            replicas[w][table] = jax.device_put(params[table], device)
+
+    def _merge_touched(self, table: str, params: dict, replicas: list[dict], workers: list[_Worker]) -> None:
+        """Merge only the rows of ``table`` some worker touched this round, in place."""
+        first = self.devices[0]
+        touched = workers[0].state.touched[table]
+        for worker in workers[1:]:
+            touched = touched | jax.device_put(worker.state.touched[table], first)
+        ids = self.touched_ids(touched, _bucket(int(touched.sum()), params[table].shape[0]))
+        other_rows = [jax.device_put(self.take_rows(replicas[w][table], jax.device_put(ids, worker.device)), first)
+                      for w, worker in enumerate(workers) if w > 0]
+        params[table], replicas[0][table], merged = self.merge_rows(
+            params[table], replicas[0][table], ids, *other_rows)
+        for w, device in enumerate(self.devices[1:], start=1):
+            replicas[w][table] = self.set_rows(replicas[w][table], jax.device_put(ids, device),
+                                               jax.device_put(merged, device))
+
     def round(self, state: TrainState, chunks: Sequence[Mapping[str, Any]]
               ) -> tuple[TrainState, jax.Array, jax.Array]:
         """Train ``chunks`` (at most ``chunks_per_round``) from ``state`` (the base from
@@ -188,25 +211,9 @@ class WorkerStreams:
         replicas = [dict(rep.params) for rep in self.replicas]
         for w, worker in enumerate(workers):
             replicas[w] = dict(worker.state.params)
-        for table in params if self.whole_tables else ():
-            others = [jax.device_put(worker.state.params[table], first) for worker in workers[1:]]
-            params[table], replicas[0][table] = self.merge_tables(params[table], replicas[0][table], *others)
-            for w, device in enumerate(self.devices[1:], start=1):
-                replicas[w][table] = jax.device_put(params[table], device)
-        for table in params if not self.whole_tables else ():
-            touched = workers[0].state.touched[table]
-            for worker in workers[1:]:
-                touched = touched | jax.device_put(worker.state.touched[table], first)
-            rows = params[table].shape[0]
-            ids = self.touched_ids(touched, _bucket(int(touched.sum()), rows))
-            other_rows = [jax.device_put(self.take_rows(replicas[w][table],
-                                                        jax.device_put(ids, worker.device)), first)
-                          for w, worker in enumerate(workers) if w > 0]
-            params[table], replicas[0][table], merged = self.merge_rows(
-                params[table], replicas[0][table], ids, *other_rows)
-            for w, device in enumerate(self.devices[1:], start=1):
-                replicas[w][table] = self.set_rows(replicas[w][table], jax.device_put(ids, device),
-                                                   jax.device_put(merged, device))
+        merge = self._merge_whole if self.whole_tables else self._merge_touched
+        for table in params:
+            merge(table, params, replicas, workers)
         self.replicas = [rep._replace(params=p, touched=None) for rep, p in zip(self.replicas, replicas)]
         jax.block_until_ready((params, replicas))  # time the merge's work, not its dispatch
         self.merge_seconds += time.perf_counter() - t
