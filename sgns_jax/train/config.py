@@ -177,11 +177,12 @@ def default_steps_per_chunk(cfg: TrainConfig, batch_size: int) -> int:
     return cfg.optim.steps_per_chunk or max(32, 8192 // batch_size)
 
 
-# Worker streams merge the rows a round touched, and a large vocabulary touches many rows per
-# round: on the 2-core machine two streams were faster than one up to about 40k words × 100 dims
-# (mid.txt.gz: 1.3–1.9×; a synthetic Zipf text of 10k words: 1.26×) and slower beyond (Zipf 40k ×
-# 100: 0.82×, 100k × 100: 0.71×, 30k × 300: 0.78×, 1M × 300: 0.15×). By default they are used only
-# while both tables together stay below this size (V·D ≤ 6M floats).
+# Worker streams merge what each round changed, and a large vocabulary changes many rows per
+# round: on the 2-core machine two streams beat one at 10k words (1.7–1.8×) and lost from 100k
+# words on (100k × 100: 0.61×, 1M × 300: 0.25×; experiments/bench_vocab_scaling.py, rows in
+# docs/bench_vocab_scaling.md); at 40k × 100 (mid.txt.gz) the default with two streams ran 1.69×
+# gensim's words/s (docs/bench_vs_gensim_mid.json). By default they are used only while both
+# tables together stay below this size (V·D ≤ 6M floats).
 DEFAULT_WORKERS_MAX_TABLE_BYTES = 48 << 20
 
 

@@ -38,7 +38,8 @@ from sgns_jax.train.step import TrainState
 # Tables up to this size (both together) are merged whole; larger ones by the rows a round
 # touched. Whole: ~3W passes over V·D and nothing per step; touched rows: ~10 passes over the
 # touched rows plus a bitmap scatter in every step, which cost 40% of the words/s at 16k words
-# (bundled corpus, 2 workers: 1.19M whole vs 0.72M touched) and wins only at large V.
+# (`sgns-jax train wiki.txt.gz --sample 1e-4 --epochs 3 --workers 2`: 1.25M words/s whole vs
+# 0.72M touched) and wins only at large V.
 WHOLE_TABLE_MERGE_BYTES = 48 << 20
 
 # R: chunks each worker trains between merges. Fewer merges are faster, but every update of a
