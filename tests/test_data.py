@@ -405,3 +405,20 @@ def test_max_final_vocab_equals_gensims_vocabulary(tmp_path, n):
     theirs = {w: model.wv.get_vecattr(w, "count") for w in model.wv.index_to_key}
     assert len(ours) <= n
     assert dict(zip(ours.words, ours.counts.tolist())) == theirs
+
+
+@pytest.mark.parametrize("layout", ["pairs", "windows"])
+def test_steps_are_strided_through_the_chunk(tmp_path, layout):
+    """Step t of a chunk holds its examples t, t + T, t + 2T, … (T steps), not B consecutive ones:
+    a step's updates are computed on the same parameters, and consecutive windows share their
+    tokens (see strided_steps)."""
+    c = encode_corpus(write(tmp_path, TEXT * 40), min_count=1)
+    spec = BatchSpec(layout=layout, batch_size=8, steps_per_chunk=4, window=3, sample=0)
+    examples = next(iter(epoch_examples(c, spec, 0)))
+    chunk = next(iter(epoch_chunks(c, spec, 0)))
+    key = "input" if layout == "pairs" else "context"
+    for name in (key, "mask"):
+        flat = examples[name][:32]
+        for t in range(4):
+            np.testing.assert_array_equal(chunk.arrays[name][t], flat[t::4])
+    np.testing.assert_array_equal(chunk.arrays["words"], examples["pos"][:4])

@@ -440,11 +440,14 @@ def test_learning_rate_decays_linearly_in_words_read(corpus_file):
         first_pos = np.concatenate([b["pos"] for b in epoch_examples(corpus, spec, epoch)])
         chunks = list(epoch_chunks(corpus, spec, epoch))
         words = np.concatenate([c.arrays["words"] for c in chunks])
-        # Each step's schedule position is the corpus position of its first example.
+        # Each step's schedule position is the corpus position of its first example, which
+        # (steps strided through the chunk) is the chunk's t-th example for step t.
+        rows = spec.steps_per_chunk * spec.batch_size
+        expected = np.concatenate([first_pos[start:start + rows][:spec.steps_per_chunk]
+                                   for start in range(0, first_pos.size, rows)])
         steps_with_data = np.concatenate([c.arrays["mask"].reshape(spec.steps_per_chunk, -1).any(1)
                                           for c in chunks])
-        expected = epoch * len(corpus) + first_pos[::spec.batch_size]
-        np.testing.assert_array_equal(words[steps_with_data], expected)
+        np.testing.assert_array_equal(words[steps_with_data], epoch * len(corpus) + expected)
         assert chunks[-1].words_end == (epoch + 1) * len(corpus)
 
 
