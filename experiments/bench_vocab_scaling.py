@@ -3,7 +3,7 @@
     python experiments/bench_vocab_scaling.py [--tokens 2000000] [--vocabs 10000,100000,1000000]
                                               [--dims 100,300] [--runs ...] [--out docs/bench_vocab_scaling.json]
 
-The defaults take about 15 minutes on the 2-core development machine; ``--runs`` with
+The defaults took about 16 minutes on the 2-core development machine; ``--runs`` with
 ``full w1`` adds the exact softmax (about 4 minutes a cell at its 240 s budget).
 
 The corpus is synthetic, generated and seeded here (``--seed``): every word of the vocabulary

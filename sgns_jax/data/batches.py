@@ -3,8 +3,9 @@
 Every chunk has the same shapes, so the jitted training call compiles once. The last chunk of an
 epoch is padded with ``mask = 0`` rows: every pair of the epoch appears exactly once, none is
 dropped. A chunk's steps are strided through it (:func:`strided_steps`): step ``t`` takes its
-examples ``t, t + T, t + 2T, …``. The whole stream is a pure function of (corpus, spec, epoch): same seed, same chunks.
-A background thread (:class:`Prefetcher`) builds the next chunk while the device computes.
+examples ``t, t + T, t + 2T, …``. The whole stream is a pure function of (corpus, spec, epoch):
+same seed, same chunks. A background thread (:class:`Prefetcher`) builds the next chunk while
+the device computes.
 """
 
 from __future__ import annotations
