@@ -21,7 +21,7 @@ from sgns_jax.train.checkpoint import load_checkpoint
 from sgns_jax.train.config import TrainConfig
 from sgns_jax.train.build import batch_spec, build_layer, make_schedule
 from sgns_jax.train.loop import TrainingInterrupted, train
-from sgns_jax.train.step import chunk_steps, init_params, init_state, train_step
+from sgns_jax.train.step import chunk_steps, init_params, init_state, train_step, uniform_rows
 from sgns_jax.train.updates import make_update_rule
 
 
@@ -155,6 +155,23 @@ def test_initialisation_follows_gensim_and_word2vec(corpus_file):
             assert not np.any(p["w_out"]) and p["w_out"].shape[0] == (29 if name == "hs" else 30)
 
 
+def test_uniform_rows_depends_on_the_row_index_only():
+    """Block-filled init: a row's values are its own key's draw whatever the block size and
+    table size (the last, clamped block recomputes rows identically); rows differ; uniform.
+    Mutants caught: the last block's start left unclamped (XLA clamps the write, so its rows get
+    the keys of rows past the table), one key for every row (identical rows)."""
+    key = jax.random.key(3)
+    whole = np.asarray(uniform_rows(key, 1000, 16, 1.0, 1000))
+    for rows, block in ((1000, 64), (1000, 7), (333, 64), (5, 64)):
+        np.testing.assert_array_equal(np.asarray(uniform_rows(key, rows, 16, 1.0, block)), whole[:rows])
+    expected = jax.random.uniform(jax.random.fold_in(key, 999), (16,), jnp.float32) * 2 - 1
+    np.testing.assert_array_equal(whole[999], np.asarray(expected))
+    assert len(np.unique(whole[:, 0])) == 1000
+    assert whole.min() >= -1 and whole.max() < 1 and abs(whole.mean()) < 0.02
+    np.testing.assert_allclose(np.asarray(uniform_rows(key, 1000, 16, 0.25, 64)), whole * 0.25, rtol=1e-6)
+    assert np.asarray(uniform_rows(key, 0, 16)).shape == (0, 16)
+
+
 def test_resume_after_sigint_equals_uninterrupted(corpus_file, tmp_path, monkeypatch):
     cfg = tiny_config(corpus_file, run={"epochs": 3, "quiet": True,
                                         "checkpoint_dir": str(tmp_path / "ckpt")})
@@ -250,7 +267,7 @@ def test_cli_end_to_end(corpus_file, tmp_path):
     assert len(words) == 30 and vectors.shape == (30, 10)
     assert json.loads((tmp_path / "vectors.config.json").read_text())["loss"]["negative"] == 3
     with np.load(tmp_path / "vectors.npz") as z:
-        np.testing.assert_array_equal(z["w_in"], vectors)
+        assert "w_in" not in z and z["w_out"].shape == (30, 10) and list(z["words"]) == words
     metrics = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1, 2]
     binary = tmp_path / "v.bin"
@@ -258,6 +275,22 @@ def test_cli_end_to_end(corpus_file, tmp_path):
                 "--cache-dir", "", "--binary", "--out", str(binary), "--quiet")
     assert r.returncode == 0, r.stderr
     assert load_word2vec(binary, binary=True)[1].shape == (30, 10)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_outputs_hold_the_whole_state_once(corpus_file, tmp_path, binary):
+    """The vectors file is w_in exactly (text's 9 significant digits round-trip float32) and
+    the .npz holds the rest, so the state is on disk once. Mutant caught: 6 digits in text."""
+    out = tmp_path / ("v.bin" if binary else "v.txt")
+    result = train(tiny_config(corpus_file, run={"epochs": 1, "quiet": True, "out": str(out),
+                                                 "binary": binary}))
+    words, vectors = load_word2vec(out, binary=binary)
+    assert words == list(result.vocab.words)
+    np.testing.assert_array_equal(vectors, result.params["w_in"])
+    with np.load(tmp_path / "v.npz") as z:
+        assert sorted(z.files) == ["config", "counts", "w_out", "words"]
+        np.testing.assert_array_equal(z["w_out"], result.params["w_out"])
+        np.testing.assert_array_equal(z["counts"], result.vocab.counts)
 
 
 def test_outputs_honour_the_umask(corpus_file, tmp_path):

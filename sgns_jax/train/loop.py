@@ -8,6 +8,7 @@ The pieces are assembled by :func:`sgns_jax.train.build.build_run`.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -177,11 +178,24 @@ def output_paths(out: str | Path) -> dict[str, Path]:
 
 
 def write_outputs(result: TrainResult) -> None:
-    """Vectors (word2vec text or binary), the full state (.npz) and the config (.json)."""
+    """Vectors (word2vec text or binary: the input table w_in, exactly), the rest of the state
+    (.npz: the output table, vocabulary, counts, config) and the config (.json).
+
+    w_in is not repeated in the .npz: at a million words × 300 dims each table is 1.2 GB, and
+    writing it twice cost ~4 s of a ~40 s run on the 2-core machine's disk (~400 MB/s).
+    """
     paths = output_paths(result.config.run.out)
-    save_word2vec(paths["vectors"], result.vocab.words, result.vectors, binary=result.config.run.binary)
-    with atomic_open(paths["state"], "wb") as f:
-        np.savez(f, w_in=result.params["w_in"], w_out=result.params["w_out"],
-                 words=np.array(result.vocab.words), counts=result.vocab.counts,
-                 config=np.frombuffer(result.config.to_json().encode(), dtype=np.uint8))
+
+    def save_state() -> None:
+        with atomic_open(paths["state"], "wb") as f:
+            np.savez(f, w_out=result.params["w_out"],
+                     words=np.array(result.vocab.words), counts=result.vocab.counts,
+                     config=np.frombuffer(result.config.to_json().encode(), dtype=np.uint8))
+
+    # The two large files at once: each is part CPU (formatting, zip CRC) and part waiting on
+    # the disk (fsync), so together they took ~6 s instead of ~10 at 1M words × 300 dims.
+    with ThreadPoolExecutor(1) as pool:
+        state = pool.submit(save_state)
+        save_word2vec(paths["vectors"], result.vocab.words, result.vectors, binary=result.config.run.binary)
+        state.result()
     atomic_write(paths["config"], result.config.to_json().encode())
