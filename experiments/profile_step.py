@@ -34,7 +34,6 @@ from sgns_jax.evaluation.benchmarks import bundled  # noqa: E402
 from sgns_jax.train import build as loop  # noqa: E402
 from sgns_jax.train.config import TrainConfig  # noqa: E402
 from sgns_jax.train.step import chunk_steps, init_params, init_state  # noqa: E402
-from sgns_jax.train.step import root_key as step_root_key  # noqa: E402
 from sgns_jax.train.updates import make_update_rule  # noqa: E402
 
 MODES = {
@@ -71,7 +70,7 @@ def profile(mode: str, n_chunks: int, top: int, batch_size: int | None = None) -
     rule = make_update_rule("sgd", "sparse")
     chunks = list(epoch_chunks(corpus, spec, 0))[:-1][:n_chunks]  # full chunks only
     fn = jax.jit(chunk_steps(layer, rule, loop.make_schedule(cfg, 5 * len(corpus))), donate_argnums=(0,))
-    init_key, root_key = jax.random.split(step_root_key(0))
+    init_key, root_key = jax.random.split(jax.random.key(0))
     state = init_state(init_params(layer, len(corpus.vocab), 100, init_key), rule)
     key = jax.random.key_data(root_key)
     device_chunks = [jax.device_put(c.arrays) for c in chunks]

@@ -21,8 +21,7 @@ from sgns_jax.train.checkpoint import load_checkpoint
 from sgns_jax.train.config import TrainConfig
 from sgns_jax.train.build import batch_spec, build_layer, make_schedule
 from sgns_jax.train.loop import TrainingInterrupted, train
-from sgns_jax.train.step import (chunk_steps, init_params, init_state, root_key, train_step,
-                                 uniform_rows)
+from sgns_jax.train.step import chunk_steps, init_params, init_state, train_step, uniform_rows
 from sgns_jax.train.updates import make_update_rule
 
 
@@ -365,7 +364,7 @@ def test_chunk_equals_its_steps_and_reports_the_first_steps_loss(update):
               "words": np.array([0.0, 100.0, 200.0], np.float32)}
     params = init_params(layer, v, d, jax.random.key(0))
     params["w_out"] = params["w_out"] + 0.1
-    root = root_key(1)  # the chunk wraps its key data as the run's PRNG
+    root = jax.random.key(1)
 
     state = init_state(jax.tree.map(jnp.copy, params), rule)
     reported = []

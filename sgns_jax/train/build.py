@@ -24,7 +24,7 @@ from sgns_jax.train.checkpoint import Progress, checkpoint_path, load_checkpoint
 from sgns_jax.train.config import (TrainConfig, cpu_cores, default_batch_size, default_parallelism,
                                    default_steps_per_chunk, learning_rate, resolve)
 from sgns_jax.train.runners import RUNNERS, start_distributed
-from sgns_jax.train.step import TrainState, init_params, init_state, root_key as make_root_key
+from sgns_jax.train.step import TrainState, init_params, init_state
 from sgns_jax.train.updates import make_update_rule
 
 
@@ -127,7 +127,7 @@ def build_run(cfg: TrainConfig, corpus: Corpus | None = None) -> Run:
         total_words = min(total_words, cfg.run.max_words)
     schedule = make_schedule(cfg, total_words)
     rule = make_update_rule(cfg.optim.optimizer, cfg.optim.update, vocab_sharded=parallelism == "vocab")
-    init_key, root_key = jax.random.split(make_root_key(cfg.run.seed))
+    init_key, root_key = jax.random.split(jax.random.key(cfg.run.seed))
     runner = RUNNERS[parallelism].build(cfg, layer, rule, schedule, spec, devices,
                                         jax.random.key_data(root_key))
     state = init_state(init_params(layer, len(corpus.vocab), cfg.model.dim, init_key,

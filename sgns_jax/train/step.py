@@ -25,19 +25,6 @@ from sgns_jax.losses.base import OutputLayer, gather_rows
 Array = jax.Array
 Params = dict[str, Array]
 
-# Every key of a run (initialisation, noise) is of this implementation. Philox 4x32 (Salmon et
-# al. 2011, as threefry; 64-bit keys, 128-bit counters) draws a step's noise about 5x faster
-# than JAX's default threefry2x32 on XLA:CPU, which lowers threefry's rounds as a rolled loop
-# of small ops: [1024, 5] uint32 took 49 us per step with threefry and 10 us with philox4x32
-# (experiments/bench_prng.py); the draw was a third of a pair-mode step's op time. Its key data
-# is two uint32 words, like threefry2x32's.
-PRNG_IMPL = "philox4x32"
-
-
-def root_key(seed: int) -> Array:
-    """The run's root key for ``seed``."""
-    return jax.random.key(seed, impl=PRNG_IMPL)
-
 
 class TrainState(NamedTuple):
     params: Params      # {"w_in": [V, D], "w_out": [V or V-1, D]}
@@ -166,7 +153,7 @@ def chunk_steps(layer: OutputLayer, rule, schedule: Callable[[Array], Array],
     step's (a 1-in-T sample: computing every step's loss value costs up to 20% of a step)."""
 
     def chunk(state: TrainState, arrays: Mapping[str, Array], root_key_data: Array):
-        root_key = jax.random.wrap_key_data(root_key_data, impl=PRNG_IMPL)
+        root_key = jax.random.wrap_key_data(root_key_data)
 
         def step(state, xs, report):
             batch = {k: v for k, v in xs.items() if k != "words"}
