@@ -97,6 +97,11 @@ MODES = {
     "batch S32 lr.03": ({**BATCH, "shared_samples": 32}, {"learning_rate": 0.03}, W2),
     "hs w1": ({"name": "hs"}, {}, {}),
     "hs": ({"name": "hs"}, {}, W2),
+    # The accelerator default batch sizes (train/config.py), one stream as on one device:
+    # quality and stability do not depend on the device, so the CPU measures them.
+    "window w1 b512": (WINDOW, {"batch_size": 512}, {}),
+    "pair w1 b4096": (PAIR, {"batch_size": 4096}, {}),
+    "hs w1 b128": ({"name": "hs"}, {"batch_size": 128}, {}),
     # CBOW (NS-5, per-centre negatives) at its default lr, 0.05 — as gensim's CBOW row.
     "cbow w1": (PAIR, {"learning_rate": None}, {}, {"cbow": True}),
     "cbow": (PAIR, {"learning_rate": None}, W2, {"cbow": True}),

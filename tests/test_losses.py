@@ -444,3 +444,43 @@ def test_window_hs_equals_hs_over_the_same_pairs():
                for layer, batch in ((window_layer, windows), (pairs_layer, pairs))]
     for name in ("w_in", "w_out"):
         np.testing.assert_allclose(stepped[0][name], stepped[1][name], rtol=1e-5, atol=1e-6)
+
+
+# --- bfloat16 matrix products ---------------------------------------------------------------
+
+GEMM_VARIANTS = [("full", {}), ("full", {"softmax_block": 16}), ("sampled", {"shared_samples": 9}),
+                 ("blackout", {"shared_samples": 9}),
+                 ("ns", {"negative_mode": "batch", "shared_samples": 7})]
+
+
+@pytest.mark.parametrize("name,kw", GEMM_VARIANTS, ids=[f"{n}-{kw}" for n, kw in GEMM_VARIANTS])
+def test_bfloat16_products_stay_close_to_float32(name, kw):
+    """matmul_dtype bfloat16 rounds the products' operands (8 bits of mantissa) and accumulates
+    in float32: loss and gradients within bfloat16's rounding of the float32 ones, every
+    gradient still float32, and the compiled products really take bfloat16 operands."""
+    f32 = make_output_layer(name, COUNTS, **kw)
+    bf16 = make_output_layer(name, COUNTS, matmul_dtype="bfloat16", **kw)
+    params, batch, key = make_params(f32), make_batch(f32), jax.random.key(3)
+
+    def value_and_grads(layer):
+        return jax.value_and_grad(lambda p: layer.loss(p, batch, key)[0])(params)
+
+    (l32, g32), (l16, g16) = value_and_grads(f32), value_and_grads(bf16)
+    assert float(l16) != float(l32)  # the option changes the arithmetic...
+    np.testing.assert_allclose(float(l16), float(l32), rtol=2e-2)  # ...within bf16's rounding
+    for table in params:
+        assert g16[table].dtype == jnp.float32
+        scale = float(jnp.abs(g32[table]).max())
+        np.testing.assert_allclose(np.asarray(g16[table]), np.asarray(g32[table]), atol=3e-2 * scale)
+    hlo = jax.jit(jax.grad(lambda p: bf16.loss(p, batch, key)[0])).lower(params).as_text()
+    assert "bf16" in hlo and "dot_general" in hlo
+
+
+@pytest.mark.parametrize("name,kw", [("hs", {}), ("nce", {}), ("ns", {}), ("ns", {"negative_mode": "pair"})])
+def test_bfloat16_is_refused_where_there_is_no_matrix_product(name, kw):
+    from sgns_jax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="matmul_dtype"):
+        make_output_layer(name, COUNTS, matmul_dtype="bfloat16", **kw)
+    with pytest.raises(ConfigError, match="unknown matmul_dtype"):
+        make_output_layer("full", COUNTS, matmul_dtype="float16")

@@ -594,3 +594,22 @@ def test_default_parallelism_follows_the_machine_and_the_tables():
     assert default_parallelism(cfg, "cpu", 2, 4, 2, small) == ("data", None)  # several processes
     chosen = cfg.replace(run={"parallelism": "vocab", "devices": 4})
     assert default_parallelism(chosen, "cpu", 2, 4, 1, large) == ("vocab", 4)
+
+
+def test_default_batch_sizes_follow_the_backend():
+    from sgns_jax.train.config import default_batch_size
+
+    def batch(backend, **loss):
+        return default_batch_size(TrainConfig().replace(loss=loss), backend)
+
+    # the CPU's cache-sized steps, and wider steps on a GPU/TPU inside the stable ranges
+    assert (batch("cpu"), batch("gpu"), batch("tpu")) == (64, 512, 512)  # window negatives
+    assert (batch("cpu", negative_mode="pair"), batch("gpu", negative_mode="pair")) == (1024, 4096)
+    assert (batch("cpu", name="hs"), batch("gpu", name="hs")) == (64, 128)
+    assert batch("cpu", negative_mode="batch") == batch("gpu", negative_mode="batch") == 1024
+    assert batch("cpu", name="full") == batch("gpu", name="full") == 256
+    for name, kw in registered_variants():  # every variant: never smaller, splits over 8 devices
+        cbow = kw.pop("cbow", False)
+        cfg = TrainConfig().replace(loss={"name": name, **kw}, model={"cbow": cbow})
+        cpu, gpu = default_batch_size(cfg, "cpu"), default_batch_size(cfg, "gpu")
+        assert gpu >= cpu and gpu % 8 == 0, (name, kw, cbow)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sgns_jax.data.vocab import noise_distribution
-from sgns_jax.losses.base import Array, Batch, Lookup, OutputLayer
+from sgns_jax.losses.base import Array, Batch, Lookup, OutputLayer, matmul
 from sgns_jax.losses.registry import LossOptions, LossSpec, register
 from sgns_jax.losses.sampler import AliasSampler
 
@@ -33,6 +33,7 @@ class BlackOut(OutputLayer):
     sampler: AliasSampler
     samples: int = 64
     cbow: bool = False
+    matmul_dtype: str = "float32"  # the [B × S] product (base.matmul)
 
     noise_per_row = False
 
@@ -53,7 +54,7 @@ class BlackOut(OutputLayer):
         target_B, weight_B = self.targets(batch)
         sample_S = lookups["shared"].ids
         pos_B = jnp.sum(rows["out"] * h_BxD, -1) - jnp.take(self.sampler.log_q, target_B)
-        neg_BxS = h_BxD @ rows["shared"].T - jnp.take(self.sampler.log_q, sample_S)[None, :]
+        neg_BxS = matmul(h_BxD, rows["shared"].T, self.matmul_dtype) - jnp.take(self.sampler.log_q, sample_S)[None, :]
         hit_BxS = sample_S[None, :] == target_B[:, None]
         neg_BxS = jnp.where(hit_BxS, -jnp.inf, neg_BxS)
         log_z_B = jax.nn.logsumexp(jnp.concatenate([pos_B[:, None], neg_BxS], axis=1), axis=1)
@@ -65,13 +66,13 @@ class BlackOut(OutputLayer):
 
 def _build(counts: np.ndarray, options: LossOptions, cbow: bool) -> BlackOut:
     sampler = AliasSampler.from_probs(noise_distribution(counts, options.ns_exponent))
-    return BlackOut(sampler, options.shared_samples, cbow=cbow)
+    return BlackOut(sampler, options.shared_samples, cbow=cbow, matmul_dtype=options.matmul_dtype)
 
 
 @register
 def _spec() -> LossSpec:
     return LossSpec(
         "blackout", "BlackOut: S shared samples weighted 1/q, the target up and each sample down",
-        _build, options=("shared_samples", "ns_exponent"),
+        _build, options=("shared_samples", "ns_exponent", "matmul_dtype"),
         default_batch_size=lambda options, cbow: 256 if cbow else 1024,
         test_variants=({"shared_samples": 9}, {"shared_samples": 9, "cbow": True}))

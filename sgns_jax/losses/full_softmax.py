@@ -10,17 +10,19 @@ the backward pass, whose gradient is written by hand (three products in all, ~25
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Mapping
 
 import jax
 import jax.numpy as jnp
 
-from sgns_jax.losses.base import Array, Batch, Lookup, OutputLayer
+from sgns_jax.losses.base import Array, Batch, Lookup, OutputLayer, matmul
 from sgns_jax.losses.registry import LossOptions, LossSpec, register
 
 
-def blocked_logsumexp(h_BxD: Array, w_out_VxD: Array, block: int) -> Array:
-    """logsumexp_v (w_out[v] · h[b]) for each b, scanning ``block`` rows of w_out at a time."""
+def blocked_logsumexp(h_BxD: Array, w_out_VxD: Array, block: int, dtype: str = "float32") -> Array:
+    """logsumexp_v (w_out[v] · h[b]) for each b, scanning ``block`` rows of w_out at a time
+    (the products' operands in ``dtype``, see :func:`~sgns_jax.losses.base.matmul`)."""
     v, d = w_out_VxD.shape
     block = max(1, min(block, v))
     n = -(-v // block)
@@ -32,7 +34,7 @@ def blocked_logsumexp(h_BxD: Array, w_out_VxD: Array, block: int) -> Array:
     def body(carry, xs):
         m_B, s_B = carry
         w_CxD, valid_C = xs
-        logits_BxC = jnp.where(valid_C[None, :], h_BxD @ w_CxD.T, -jnp.inf)
+        logits_BxC = jnp.where(valid_C[None, :], matmul(h_BxD, w_CxD.T, dtype), -jnp.inf)
         m_new = jnp.maximum(m_B, logits_BxC.max(axis=1))
         s_new = s_B * jnp.exp(m_B - m_new) + jnp.exp(logits_BxC - m_new[:, None]).sum(axis=1)
         return (m_new, s_new), None
@@ -43,28 +45,30 @@ def blocked_logsumexp(h_BxD: Array, w_out_VxD: Array, block: int) -> Array:
     return m_B + jnp.log(s_B)
 
 
-@jax.custom_vjp
-def softmax_nll(h_BxD: Array, w_out_VxD: Array, target_B: Array) -> Array:
-    """−log softmax(w_out · h)[target] per example, in one block (memory O(B × V))."""
-    logits_BxV = h_BxD @ w_out_VxD.T
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def softmax_nll(h_BxD: Array, w_out_VxD: Array, target_B: Array, dtype: str = "float32") -> Array:
+    """−log softmax(w_out · h)[target] per example, in one block (memory O(B × V)); the three
+    matrix products' operands in ``dtype`` (:func:`~sgns_jax.losses.base.matmul`)."""
+    logits_BxV = matmul(h_BxD, w_out_VxD.T, dtype)
     return jax.nn.logsumexp(logits_BxV, axis=1) - jnp.take_along_axis(
         logits_BxV, target_B[:, None], axis=1)[:, 0]
 
 
-def _softmax_nll_fwd(h_BxD, w_out_VxD, target_B):
-    logits_BxV = h_BxD @ w_out_VxD.T
+def _softmax_nll_fwd(h_BxD, w_out_VxD, target_B, dtype):
+    logits_BxV = matmul(h_BxD, w_out_VxD.T, dtype)
     lse_B = jax.nn.logsumexp(logits_BxV, axis=1)
     nll = lse_B - jnp.take_along_axis(logits_BxV, target_B[:, None], axis=1)[:, 0]
     return nll, (h_BxD, w_out_VxD, target_B, logits_BxV, lse_B)
 
 
-def _softmax_nll_bwd(res, g_B):
+def _softmax_nll_bwd(dtype, res, g_B):
     h_BxD, w_out_VxD, target_B, logits_BxV, lse_B = res
     probs_BxV = jnp.exp(logits_BxV - lse_B[:, None])
     onehot_BxV = jax.nn.one_hot(target_B, w_out_VxD.shape[0], dtype=probs_BxV.dtype)
     d_logits_BxV = (probs_BxV - onehot_BxV) * g_B[:, None]
     target_ct = jnp.zeros(target_B.shape, jax.dtypes.float0)
-    return d_logits_BxV @ w_out_VxD, d_logits_BxV.T @ h_BxD, target_ct
+    return (matmul(d_logits_BxV, w_out_VxD, dtype), matmul(d_logits_BxV.T, h_BxD, dtype),
+            target_ct)
 
 
 softmax_nll.defvjp(_softmax_nll_fwd, _softmax_nll_bwd)
@@ -79,6 +83,7 @@ class FullSoftmax(OutputLayer):
 
     block: int = 32768  # vocabulary rows per block of the normaliser
     cbow: bool = False
+    matmul_dtype: str = "float32"  # the logits' products (base.matmul)
     normalised = True
 
     def describe(self) -> str:
@@ -93,9 +98,10 @@ class FullSoftmax(OutputLayer):
         target_B, weight_B = self.targets(batch)
         w_out = rows["out_all"]
         if w_out.shape[0] <= self.block:
-            return softmax_nll(h_BxD, w_out, target_B), weight_B
+            return softmax_nll(h_BxD, w_out, target_B, self.matmul_dtype), weight_B
         target_logit_B = jnp.sum(jnp.take(w_out, target_B, axis=0) * h_BxD, axis=-1)
-        return blocked_logsumexp(h_BxD, w_out, self.block) - target_logit_B, weight_B
+        return (blocked_logsumexp(h_BxD, w_out, self.block, self.matmul_dtype) - target_logit_B,
+                weight_B)
 
 
 def _batch_size(options: LossOptions, cbow: bool) -> int:
@@ -107,6 +113,7 @@ def _batch_size(options: LossOptions, cbow: bool) -> int:
 def _spec() -> LossSpec:
     return LossSpec(
         "full", "the exact softmax over the whole vocabulary (the reference), O(V) per pair",
-        lambda counts, options, cbow: FullSoftmax(block=options.softmax_block, cbow=cbow),
-        options=("softmax_block",), default_batch_size=_batch_size,
+        lambda counts, options, cbow: FullSoftmax(block=options.softmax_block, cbow=cbow,
+                                                  matmul_dtype=options.matmul_dtype),
+        options=("softmax_block", "matmul_dtype"), default_batch_size=_batch_size,
         test_variants=({}, {"cbow": True}, {"softmax_block": 64}))

@@ -27,7 +27,8 @@ import numpy as np
 
 from sgns_jax.data.vocab import noise_distribution
 from sgns_jax.errors import ConfigError
-from sgns_jax.losses.base import Array, Batch, Lookup, OutputLayer, log_sigmoid, window_logits
+from sgns_jax.losses.base import (Array, Batch, Lookup, OutputLayer, log_sigmoid, matmul,
+                                  window_logits)
 from sgns_jax.losses.registry import LossOptions, LossSpec, register
 from sgns_jax.losses.sampler import AliasSampler
 
@@ -40,6 +41,7 @@ class NegativeSampling(OutputLayer):
     negatives: int = 5
     shared_samples: int = 64  # S, for the batch mode
     cbow: bool = False
+    matmul_dtype: str = "float32"  # the batch mode's [B × S] product (base.matmul)
 
     def conditional_log_bias(self) -> Array:
         return self.sampler.log_q
@@ -116,7 +118,7 @@ class BatchNegativeSampling(NegativeSampling):
         h_BxD = self.input_vectors(rows, batch)
         target_B, weight_B = self.targets(batch)
         pos_B = jnp.sum(rows["out"] * h_BxD, -1)
-        logits_BxS = h_BxD @ rows["shared"].T
+        logits_BxS = matmul(h_BxD, rows["shared"].T, self.matmul_dtype)
         skip_BxS = lookups["shared"].ids[None, :] == target_B[:, None]
         neg_B = jnp.sum(jnp.where(skip_BxS, 0.0, log_sigmoid(-logits_BxS)), -1)
         return -(log_sigmoid(pos_B) + (self.negatives / self.shared_samples) * neg_B), weight_B
@@ -125,26 +127,31 @@ class BatchNegativeSampling(NegativeSampling):
 @dataclass(frozen=True)
 class NegativeMode:
     layer: type[NegativeSampling]
-    default_batch_size: int
+    default_batch_size: int       # on the CPU
+    accelerator_batch_size: int   # on a GPU or TPU (train/config.py: default_batch_size)
     skip_gram_only: bool = False
 
 
 # Default batch sizes inside the stable ranges measured on the development machine (summed
-# per-pair updates diverge when a batch stacks too many updates on the same rows). Window
-# batches are small so a step's gathered rows stay in cache (figures: README, Performance).
+# per-pair updates diverge when a batch stacks too many updates on the same rows: pair mode
+# at ~65k pairs a step, window mode at ~11k centres). Window batches are small on the CPU so a
+# step's gathered rows stay in cache (figures: README, Performance); an accelerator takes the
+# widest batches whose quality matched (docs/bench_accelerator_batches.json). Batch mode sums
+# the whole batch's gradients on its S shared rows, so it keeps its CPU batch everywhere.
 NEGATIVE_MODES = {
-    "pair": NegativeMode(PairNegativeSampling, 1024),
-    "window": NegativeMode(WindowNegativeSampling, 64, skip_gram_only=True),
-    "batch": NegativeMode(BatchNegativeSampling, 1024),
+    "pair": NegativeMode(PairNegativeSampling, 1024, 4096),
+    "window": NegativeMode(WindowNegativeSampling, 64, 512, skip_gram_only=True),
+    "batch": NegativeMode(BatchNegativeSampling, 1024, 1024),
 }
 
 
 def _check(options: LossOptions, cbow: bool) -> None:
-    mode = options.negative_mode
-    if mode is None:
-        return
+    mode = _resolve(options, cbow).negative_mode
     if mode not in NEGATIVE_MODES:
         raise ConfigError(f"unknown negative mode {mode!r}; choose one of {', '.join(NEGATIVE_MODES)}")
+    if options.matmul_dtype != "float32" and mode != "batch":
+        raise ConfigError(f"matmul_dtype {options.matmul_dtype} needs negative_mode batch (the "
+                          "other modes' products are per-example, not matrix products)")
     if cbow and NEGATIVE_MODES[mode].skip_gram_only:
         raise ConfigError(f"negative mode {mode!r} is for skip-gram; CBOW takes "
                           + " or ".join(repr(m) for m, s in NEGATIVE_MODES.items() if not s.skip_gram_only))
@@ -162,17 +169,23 @@ def _batch_size(options: LossOptions, cbow: bool) -> int:
     return 256 if cbow else NEGATIVE_MODES[_resolve(options, cbow).negative_mode].default_batch_size
 
 
+def _accelerator_batch_size(options: LossOptions, cbow: bool) -> int:
+    return 256 if cbow else NEGATIVE_MODES[_resolve(options, cbow).negative_mode].accelerator_batch_size
+
+
 def _build(counts: np.ndarray, options: LossOptions, cbow: bool) -> NegativeSampling:
     sampler = AliasSampler.from_probs(noise_distribution(counts, options.ns_exponent))
     layer = NEGATIVE_MODES[options.negative_mode].layer
-    return layer(sampler, options.negative, options.shared_samples, cbow=cbow)
+    return layer(sampler, options.negative, options.shared_samples, cbow=cbow,
+                 matmul_dtype=options.matmul_dtype)
 
 
 @register
 def _spec() -> LossSpec:
     return LossSpec(
         "ns", "negative sampling (SGNS): K noise words from counts^0.75", _build,
-        options=("negative", "negative_mode", "shared_samples", "ns_exponent"),
-        default_batch_size=_batch_size, check=_check, resolve=_resolve,
+        options=("negative", "negative_mode", "shared_samples", "ns_exponent", "matmul_dtype"),
+        default_batch_size=_batch_size, accelerator_batch_size=_accelerator_batch_size,
+        check=_check, resolve=_resolve,
         test_variants=({"negative_mode": "pair"}, {"negative_mode": "window"},
                        {"negative_mode": "batch", "shared_samples": 7}, {"cbow": True}))

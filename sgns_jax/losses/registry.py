@@ -40,6 +40,10 @@ class LossOptions:
                 "'pair' (a path per pair; CBOW)"})
     softmax_block: int = field(default=32768, metadata={
         "help": "vocabulary rows per block of the full softmax's normaliser"})
+    matmul_dtype: str = field(default="float32", metadata={
+        "choices": ["float32", "bfloat16"],
+        "help": "operands of the GEMM-shaped products (full, sampled, blackout, ns batch "
+                "mode); bfloat16 is for GPUs/TPUs: float32 accumulation, float32 tables"})
 
     def replace(self, **changes: Any) -> "LossOptions":
         return replace(self, **changes)
@@ -52,7 +56,8 @@ class LossSpec:
     ``build(counts, options, cbow)`` returns the layer; ``check(options, cbow)`` raises
     ``ConfigError`` for settings the layer cannot honour; ``resolve(options, cbow)`` fills the
     defaults that depend on the model (e.g. ns's sampling mode); ``default_batch_size(options,
-    cbow)`` gives the rows per step inside the layer's stable range; ``test_variants`` are the
+    cbow)`` gives the rows per step inside the layer's stable range, on the CPU, and
+    ``accelerator_batch_size`` on a GPU or TPU (None: the same); ``test_variants`` are the
     keyword arguments of :func:`make_output_layer` the tests run (``cbow`` included).
     """
 
@@ -61,12 +66,14 @@ class LossSpec:
     build: Callable[[np.ndarray, LossOptions, bool], Any]
     options: tuple[str, ...] = ()
     default_batch_size: Callable[[LossOptions, bool], int] = lambda options, cbow: 1024
+    accelerator_batch_size: Callable[[LossOptions, bool], int] | None = None
     check: Callable[[LossOptions, bool], None] = lambda options, cbow: None
     resolve: Callable[[LossOptions, bool], LossOptions] = lambda options, cbow: options
     test_variants: tuple[dict, ...] = ({},)
 
 
 _SPECS: dict[str, LossSpec] = {}
+MATMUL_DTYPES = ("float32", "bfloat16")
 
 
 def register(make_spec: Callable[[], LossSpec]) -> Callable[[], LossSpec]:
@@ -92,6 +99,11 @@ def specs() -> dict[str, LossSpec]:
     return dict(_SPECS)
 
 
+def all_gemm_specs() -> list[tuple[str, LossSpec]]:
+    """The losses that read ``matmul_dtype``."""
+    return [(n, s) for n, s in specs().items() if "matmul_dtype" in s.options]
+
+
 def loss_spec(name: str) -> LossSpec:
     all_specs = specs()
     if name not in all_specs:
@@ -108,6 +120,13 @@ def check_options(options: LossOptions, cbow: bool) -> None:
             raise ConfigError(f"{f.name} must be >= 1, got {value}")
     if options.ns_exponent < 0:
         raise ConfigError(f"ns_exponent must be >= 0, got {options.ns_exponent}")
+    if options.matmul_dtype not in MATMUL_DTYPES:
+        raise ConfigError(f"unknown matmul_dtype {options.matmul_dtype!r}; choose one of "
+                          f"{', '.join(MATMUL_DTYPES)}")
+    if options.matmul_dtype != "float32" and "matmul_dtype" not in spec.options:
+        raise ConfigError(f"matmul_dtype {options.matmul_dtype} is for the losses whose products "
+                          f"are matrix products ({', '.join(n for n, s in all_gemm_specs())}); "
+                          f"{options.name} has none")
     spec.check(options, cbow)
 
 

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sgns_jax.data.vocab import noise_distribution
-from sgns_jax.losses.base import Array, Batch, Lookup, OutputLayer
+from sgns_jax.losses.base import Array, Batch, Lookup, OutputLayer, matmul
 from sgns_jax.losses.registry import LossOptions, LossSpec, register
 from sgns_jax.losses.sampler import AliasSampler
 
@@ -28,6 +28,7 @@ class SampledSoftmax(OutputLayer):
     samples: int = 64
     remove_accidental_hits: bool = True
     cbow: bool = False
+    matmul_dtype: str = "float32"  # the [B × S] product (base.matmul)
 
     noise_per_row = False
 
@@ -49,7 +50,7 @@ class SampledSoftmax(OutputLayer):
         sample_S = lookups["shared"].ids
         log_s = jnp.log(float(self.samples))
         pos_B = jnp.sum(rows["out"] * h_BxD, -1) - (log_s + jnp.take(self.sampler.log_q, target_B))
-        neg_BxS = h_BxD @ rows["shared"].T - (log_s + jnp.take(self.sampler.log_q, sample_S))[None, :]
+        neg_BxS = matmul(h_BxD, rows["shared"].T, self.matmul_dtype) - (log_s + jnp.take(self.sampler.log_q, sample_S))[None, :]
         if self.remove_accidental_hits:
             neg_BxS = jnp.where(sample_S[None, :] == target_B[:, None], -jnp.inf, neg_BxS)
         logits_BxS1 = jnp.concatenate([pos_B[:, None], neg_BxS], axis=1)
@@ -58,13 +59,13 @@ class SampledSoftmax(OutputLayer):
 
 def _build(counts: np.ndarray, options: LossOptions, cbow: bool) -> SampledSoftmax:
     sampler = AliasSampler.from_probs(noise_distribution(counts, options.ns_exponent))
-    return SampledSoftmax(sampler, options.shared_samples, cbow=cbow)
+    return SampledSoftmax(sampler, options.shared_samples, cbow=cbow, matmul_dtype=options.matmul_dtype)
 
 
 @register
 def _spec() -> LossSpec:
     return LossSpec(
         "sampled", "sampled softmax: S shared samples, logits corrected by log S·q", _build,
-        options=("shared_samples", "ns_exponent"),
+        options=("shared_samples", "ns_exponent", "matmul_dtype"),
         default_batch_size=lambda options, cbow: 256 if cbow else 1024,
         test_variants=({"shared_samples": 9}, {"shared_samples": 9, "cbow": True}))

@@ -42,7 +42,7 @@ def build_layer(cfg: TrainConfig, counts: np.ndarray) -> OutputLayer:
 
 
 def batch_spec(cfg: TrainConfig, layer: OutputLayer) -> BatchSpec:
-    batch_size = cfg.optim.batch_size or default_batch_size(cfg)
+    batch_size = cfg.optim.batch_size or default_batch_size(cfg, jax.default_backend())
     return BatchSpec(layout=layer.layout, batch_size=batch_size,
                      steps_per_chunk=default_steps_per_chunk(cfg, batch_size),
                      window=cfg.data.window, sample=cfg.data.sample, seed=cfg.run.seed)

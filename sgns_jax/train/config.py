@@ -165,10 +165,20 @@ def learning_rate(cfg: TrainConfig) -> float:
     return 0.05 if cfg.model.cbow else 0.025
 
 
-def default_batch_size(cfg: TrainConfig) -> int:
+def default_batch_size(cfg: TrainConfig, backend: str = "cpu") -> int:
     """Rows per step when not given: pairs (pairs layout) or centres (windows layout), inside
-    the loss's stable range (its registry entry says which)."""
-    return loss_spec(cfg.loss.name).default_batch_size(cfg.loss, cfg.model.cbow)
+    the loss's stable range (its registry entry says which).
+
+    The CPU's defaults are small so that a step's gathered rows stay in cache (64 windows:
+    README, Performance); a GPU or TPU wants wide steps to fill its cores, so there each loss
+    takes its ``accelerator_batch_size``: the largest batch inside the range where summed
+    per-pair updates stay stable, whose quality the CPU can measure since it does not depend
+    on the device (``docs/bench_accelerator_batches.json``).
+    """
+    spec = loss_spec(cfg.loss.name)
+    if backend != "cpu" and spec.accelerator_batch_size is not None:
+        return spec.accelerator_batch_size(cfg.loss, cfg.model.cbow)
+    return spec.default_batch_size(cfg.loss, cfg.model.cbow)
 
 
 def default_steps_per_chunk(cfg: TrainConfig, batch_size: int) -> int:
