@@ -3,15 +3,18 @@ roofline measured on the same device.
 
     python experiments/bench_gpu.py [--vocabs 16000,71000,1000000] [--devices 1,8]
                                     [--strategies window,pair,batch,hs,full] [--seconds 20]
-                                    [--tokens 5000000] [--out docs/bench_gpu.json]
+                                    [--tokens 5000000] [--matmul-dtype bfloat16]
+                                    [--out docs/bench_gpu.json]
     python experiments/bench_gpu.py --tiny      # a seconds-long CPU run (what the tests run)
 
 Made for a GPU/TPU host; on a CPU it runs as well (slowly, and with ``--devices`` simulated on
 the same cores). The corpus is ``bench_vocab_scaling.py``'s synthetic Zipf text (every word once,
 the rest Zipf-distributed, seeded), so ``min_count 1`` gives exactly V words. Each cell trains one
 epoch or ``--seconds`` of steady-state training (compilation excluded), skip-gram, dim 100 (or
-``--dim``), window 5, negative 5, sample 1e-3, the default batch size of each strategy; ``1→N``
-devices is the exact data-parallel path (``run.parallelism = "data"``).
+``--dim``), window 5, negative 5, sample 1e-3, the default batch size of each strategy on the
+device's backend (``train/config.py: default_batch_size``); ``1→N`` devices is the exact
+data-parallel path (``run.parallelism = "data"``). ``--matmul-dtype bfloat16`` gives the
+GEMM-shaped strategies (``batch``, ``full``) bfloat16 operands with float32 accumulation.
 
 The roofline: the device's memory bandwidth (a streaming ``x * a + b`` over a large array) and
 its f32 matmul rate are measured first. Per trained pair a strategy moves about 12·D bytes per
@@ -54,6 +57,7 @@ STRATEGIES = {
     "full": {"name": "full"},
 }
 SETTINGS = dict(window=5, negative=5, sample=1e-3)
+GEMM_STRATEGIES = ("batch", "full")  # whose products are matrix products (matmul_dtype)
 
 
 def measure_device(size: int, matmul_n: int) -> dict:
@@ -105,7 +109,9 @@ def run_cell(corpus, strategy: str, vocab: int, devices: int, args, machine: dic
 
     cfg = TrainConfig().replace(
         data={"min_count": 1, "window": SETTINGS["window"], "sample": SETTINGS["sample"]},
-        model={"dim": args.dim}, loss={**STRATEGIES[strategy], "negative": SETTINGS["negative"]},
+        model={"dim": args.dim},
+        loss={**STRATEGIES[strategy], "negative": SETTINGS["negative"],
+              **({"matmul_dtype": args.matmul_dtype} if strategy in GEMM_STRATEGIES else {})},
         run={"epochs": 1, "quiet": True, "max_seconds": args.seconds, "out": None,
              "parallelism": "single" if devices == 1 else "data", "devices": devices})
     result = train(cfg, corpus)
@@ -124,6 +130,7 @@ def run_cell(corpus, strategy: str, vocab: int, devices: int, args, machine: dic
     seconds_pp = max(bytes_pp / machine["bandwidth_bytes_per_s"], flops_pp / machine["matmul_flops_per_s"])
     roofline = devices / (seconds_pp * pairs_per_word)
     return {"strategy": strategy, "vocab": len(corpus.vocab), "dim": args.dim, "devices": devices,
+            "matmul_dtype": result.config.loss.matmul_dtype,
             "batch_size": batch_size, "words_per_s": result.words_per_second,
             "pairs_per_s": pairs / result.seconds if result.seconds else 0.0,
             "compile_s": result.compile_seconds, "train_s": result.seconds,
@@ -142,6 +149,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--seconds", type=float, default=20.0, help="training budget per cell")
     p.add_argument("--dim", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--matmul-dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="operands of the batch and full strategies' matrix products")
     p.add_argument("--tiny", action="store_true", help="a seconds-long CPU configuration")
     p.add_argument("--out", help="write the rows here as JSON")
     args = p.parse_args(argv)

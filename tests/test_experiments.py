@@ -56,7 +56,8 @@ def test_compare_losses_quick_writes_a_complete_report(tmp_path):
 def test_gpu_benchmark_runs_in_cpu_mode(tmp_path):
     out = tmp_path / "gpu.json"
     r = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench_gpu.py"), "--tiny",
-                        "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+                        "--matmul-dtype", "bfloat16", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["machine"]["bandwidth_bytes_per_s"] > 0 and data["machine"]["matmul_flops_per_s"] > 0
@@ -67,6 +68,8 @@ def test_gpu_benchmark_runs_in_cpu_mode(tmp_path):
         # (Pairs per corpus word can be below 1: a 500-word vocabulary is mostly subsampled.)
         assert x["vocab"] == 500 and x["words_per_s"] > 0 and x["pairs_per_s"] > 0
         assert 0 < x["share_of_roofline"] and math.isfinite(x["roofline_words_per_s"])
+        # bfloat16 products where the strategy has matrix products, float32 elsewhere
+        assert x["matmul_dtype"] == ("bfloat16" if x["strategy"] in ("batch", "full") else "float32")
 
 
 def test_gpu_benchmark_traffic_model():
