@@ -80,6 +80,8 @@ def child(way: str, corpus: str, dim: int, chunks: int, cache: str) -> dict:
         if i >= chunks + group:
             break
         arrays.append(c.arrays)
+    if len(arrays) < 2 * group:
+        sys.exit(f"the corpus gives {len(arrays)} chunks; {way} needs {2 * group} (more --tokens)")
     state, _, _ = run.runner.run(run.state, arrays[:group])  # warm-up
     jax.block_until_ready(state)
     usage0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()

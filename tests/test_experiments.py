@@ -99,3 +99,14 @@ def test_memory_does_not_grow_from_epoch_to_epoch(tmp_path):
     first = phases["epoch 1"]
     for epoch in (2, 3, 4):
         assert phases[f"epoch {epoch}"] <= first * 1.05 + 8, phases
+
+
+def test_large_vocab_parallel_comparison_runs_every_way(tmp_path):
+    out = tmp_path / "ab.json"
+    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "ab_large_vocab_parallel.py"),
+                        "--vocab", "2000", "--tokens", "200000", "--dim", "16", "--chunks", "4",
+                        "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [x["way"] for x in rows] == ["single", "workers", "vocab", "columns"]
+    assert all(x["vocab"] == 2000 and x["chunks"] >= 4 and x["ms_per_chunk"] > 0 for x in rows)
