@@ -97,6 +97,7 @@ MODES = {
     "batch S32 lr.03": ({**BATCH, "shared_samples": 32}, {"learning_rate": 0.03}, W2),
     "hs w1": ({"name": "hs"}, {}, {}),
     "hs": ({"name": "hs"}, {}, W2),
+    "hs R1": ({"name": "hs"}, {}, {**W2, "merge_every": 1}),  # merges every chunk, not every 2
     # The accelerator default batch sizes (train/config.py), one stream as on one device:
     # quality and stability do not depend on the device, so the CPU measures them.
     "window w1 b512": (WINDOW, {"batch_size": 512}, {}),

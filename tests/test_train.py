@@ -310,6 +310,8 @@ def test_outputs_honour_the_umask(corpus_file, tmp_path):
     (["--loss", "bogus"], 2, "invalid choice"),
     (["--epochs", "x"], 2, "invalid int value"),
     (["--out", "/no/such/dir/v.txt"], 2, "output directory does not exist"),
+    (["--merge-every", "0"], 2, "merge_every must be >= 1"),
+    (["--matmul-dtype", "bfloat16"], 2, "matmul_dtype bfloat16 needs negative_mode batch"),
 ])
 def test_cli_bad_flags(corpus_file, args, code, message):
     r = run_cli("train", str(corpus_file), "--min-count", "1", "--cache-dir", "", *args)

@@ -97,6 +97,8 @@ class RunConfig:
                                  choices=PARALLELISM)
     devices: int | None = _f(None, "devices (data, vocab) or worker streams (workers) to use "
                                    "(default: all; on the CPU one stream per core, at most 4)")
+    merge_every: int = _f(2, "worker streams: chunks each stream trains between merges (fewer: "
+                             "less stale updates, more merges; docs/architecture.md)")
     coordinator: str | None = _f(None, "host:port of process 0, to join a jax.distributed run")
     num_processes: int = _f(1, "processes of a jax.distributed run")
     process_id: int = _f(0, "this process's index in a jax.distributed run")
@@ -249,6 +251,7 @@ def validate(cfg: TrainConfig) -> None:
         (r.checkpoint_minutes > 0, "checkpoint_minutes must be > 0"),
         (r.max_words is None or r.max_words >= 1, f"max_words must be >= 1, got {r.max_words}"),
         (r.devices is None or r.devices >= 1, f"devices must be >= 1, got {r.devices}"),
+        (r.merge_every >= 1, f"merge_every must be >= 1, got {r.merge_every}"),
         (r.parallelism is None or r.parallelism in PARALLELISM,
          f"unknown parallelism {r.parallelism!r}; choose one of {', '.join(PARALLELISM)}"),
         (0 <= r.process_id < max(r.num_processes, 1), "process_id must be in [0, num_processes)"),

@@ -27,7 +27,7 @@ from sgns_jax.losses.base import OutputLayer
 from sgns_jax.train.parallel import (DATA_AXIS, check_batch_divisible, data_mesh, fetch,
                                      pad_rows, replicate, shard_chunk, shard_rows)
 from sgns_jax.train.step import TrainState, chunk_steps
-from sgns_jax.train.workers import CHUNKS_PER_WORKER, WorkerStreams
+from sgns_jax.train.workers import WorkerStreams
 
 P = jax.sharding.PartitionSpec
 _DISTRIBUTED_STARTED = False
@@ -194,7 +194,7 @@ class Workers:
     def build(cls, cfg, layer, rule, schedule, spec, devices, root_key_data):
         chunk_fn = jax.jit(chunk_steps(layer, rule, schedule), donate_argnums=(0,))
         streams = WorkerStreams(chunk_fn, cpu_devices(devices), root_key_data,
-                                spec.steps_per_chunk, CHUNKS_PER_WORKER)
+                                spec.steps_per_chunk, cfg.run.merge_every)
         return cls(streams)
 
     def __init__(self, streams: WorkerStreams):

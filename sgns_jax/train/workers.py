@@ -42,12 +42,6 @@ from sgns_jax.train.step import TrainState
 # 0.72M touched) and wins only at large V.
 WHOLE_TABLE_MERGE_BYTES = 48 << 20
 
-# R: chunks each worker trains between merges. Fewer merges are faster, but every update of a
-# round is computed on parameters up to a round stale: R = 4 cost analogy points where R = 2 did
-# not (the measurements are in docs/architecture.md, "Worker streams").
-CHUNKS_PER_WORKER = 2
-
-
 def _merge_rows(base_RxD: jax.Array, first_RxD: jax.Array, ids_N: jax.Array,
                 *other_rows_NxD: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Rows ``ids`` of ``base + Σ_w (worker_w − base)`` — the first worker's table is on this
