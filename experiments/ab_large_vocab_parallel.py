@@ -37,7 +37,7 @@ WAYS = ["single", "workers", "vocab", "columns"]
 
 
 def child(way: str, corpus: str, dim: int, chunks: int, cache: str) -> dict:
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
     sys.path.insert(0, str(ROOT))
     import jax
     from jax.sharding import NamedSharding, PartitionSpec as P

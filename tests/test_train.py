@@ -207,6 +207,10 @@ def test_resume_after_sigint_equals_uninterrupted(corpus_file, tmp_path, monkeyp
     assert 0 < resumed.resumed_words < resumed.words
     again = train(cfg.replace(run={"resume": True}))
     assert again.resumed_words == again.words and again.words_per_second == 0.0
+    # The checkpoint records the chunks' shape; other chunks would retrain or skip data.
+    assert saved_cfg["optim"]["batch_size"] == 32 and saved_cfg["optim"]["steps_per_chunk"] == 4
+    with pytest.raises(SgnsError, match="checkpoint was written with batch_size 32"):
+        train(cfg.replace(run={"resume": True}, optim={"batch_size": 16}))
 
 
 def test_nan_loss_stops_with_a_message(corpus_file):
@@ -596,6 +600,20 @@ def test_default_parallelism_follows_the_machine_and_the_tables():
     assert default_parallelism(cfg, "cpu", 2, 4, 2, small) == ("data", None)  # several processes
     chosen = cfg.replace(run={"parallelism": "vocab", "devices": 4})
     assert default_parallelism(chosen, "cpu", 2, 4, 1, large) == ("vocab", 4)
+
+
+def test_batch_spec_takes_the_backend_and_the_run_records_it(corpus_file, monkeypatch):
+    cfg = TrainConfig().replace(data={"corpus": str(corpus_file), "min_count": 1})
+    layer = build_layer(cfg, encode_corpus(corpus_file, min_count=1).vocab.counts)
+    assert batch_spec(cfg, layer).batch_size == 64  # window negatives on the CPU
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert batch_spec(cfg, layer).batch_size == 512
+    # worker streams are CPU devices whatever the host's backend
+    assert batch_spec(cfg.replace(run={"parallelism": "workers"}), layer).batch_size == 64
+    monkeypatch.undo()
+    result = train(tiny_config(corpus_file, optim={"batch_size": None, "steps_per_chunk": None},
+                               run={"epochs": 1, "quiet": True, "parallelism": "single"}))
+    assert result.config.optim.batch_size == 64 and result.config.optim.steps_per_chunk == 128
 
 
 def test_default_batch_sizes_follow_the_backend():

@@ -25,6 +25,7 @@ word2vec's update (:func:`cbow_mean`), not the mean's gradient.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Mapping, NamedTuple
 
 import jax
@@ -123,23 +124,56 @@ def _window_logits_bwd(res, g_BxCxK):
 window_logits.defvjp(_window_logits_fwd, _window_logits_bwd)
 
 
-def matmul(a: Array, b: Array, dtype: str = "float32") -> Array:
-    """``a @ b`` in float32. With ``dtype`` bfloat16 the operands are rounded to bfloat16 and
-    the products accumulate in float32 (``preferred_element_type``): on a GPU or TPU this halves
-    the bytes the matrix units read and runs at their bfloat16 rate; the tables, the gradients
-    and every other op stay float32. XLA:CPU has no fast bfloat16 path (it is slower there)."""
+def matmul(a_MxK: Array, b_KxN: Array, dtype: str = "float32") -> Array:
+    """``a @ b`` [M, N] in float32. With ``dtype`` bfloat16 the operands are rounded to bfloat16
+    and the products accumulate in float32 (``preferred_element_type``), and so do the two
+    products of its gradient (a custom VJP: autodiff would pair a float32 cotangent with a
+    bfloat16 operand and round the gradient itself to bfloat16). On a GPU or TPU this halves
+    the bytes the matrix units read and runs at their bfloat16 rate; tables, gradients and every
+    other op stay float32. XLA:CPU has no fast bfloat16 path (it is slower there)."""
     if dtype == "float32":
-        return a @ b
+        return a_MxK @ b_KxN
+    return _low_precision_matmul(a_MxK, b_KxN, dtype)
+
+
+def _mixed(a: Array, b: Array, dtype: str) -> Array:
     dt = jnp.dtype(dtype)
     return jnp.matmul(a.astype(dt), b.astype(dt), preferred_element_type=jnp.float32)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _low_precision_matmul(a_MxK: Array, b_KxN: Array, dtype: str) -> Array:
+    return _mixed(a_MxK, b_KxN, dtype)
+
+
+def _low_precision_matmul_fwd(a_MxK, b_KxN, dtype):
+    dt = jnp.dtype(dtype)
+    return _mixed(a_MxK, b_KxN, dtype), (a_MxK.astype(dt), b_KxN.astype(dt))
+
+
+def _low_precision_matmul_bwd(dtype, res, g_MxN):
+    a_MxK, b_KxN = res
+    return _mixed(g_MxN, b_KxN.T, dtype), _mixed(a_MxK.T, g_MxN, dtype)
+
+
+_low_precision_matmul.defvjp(_low_precision_matmul_fwd, _low_precision_matmul_bwd)
+
+
+def rounded_like_matmul(x: Array, dtype: str) -> Array:
+    """``x`` rounded to ``dtype`` as :func:`matmul` rounds its operands (the value only; the
+    gradient passes through), so a product written elementwise agrees with the matrix ones."""
+    if dtype == "float32":
+        return x
+    return x + jax.lax.stop_gradient(x.astype(jnp.dtype(dtype)).astype(x.dtype) - x)
 
 
 def gather_rows(params: Params, lookups: Mapping[str, Lookup]) -> dict[str, Array]:
     """``rows[role] = params[table][ids]`` (the whole table where ``ids`` is None).
 
-    Ids are in range by construction, so the gather clamps them (``mode="clip"``, a clamp of
-    the ids) rather than filling out-of-range rows (the default: a select over every gathered
-    float, which XLA:CPU ran as its own pass over the rows).
+    Ids must be in ``[0, rows)`` — the trainer's are by construction — and the gather clamps
+    them (``mode="clip"``, a clamp of the ids) rather than filling out-of-range rows (the
+    default: a select over every gathered float, which XLA:CPU ran as its own pass over the
+    rows). An out-of-range id therefore reads the nearest valid row instead of NaN.
     """
     return {role: params[l.table] if l.ids is None else
             jnp.take(params[l.table], l.ids, axis=0, mode="clip")

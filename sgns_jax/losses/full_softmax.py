@@ -16,7 +16,7 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
-from sgns_jax.losses.base import Array, Batch, Lookup, OutputLayer, matmul
+from sgns_jax.losses.base import Array, Batch, Lookup, OutputLayer, matmul, rounded_like_matmul
 from sgns_jax.losses.registry import LossOptions, LossSpec, register
 
 
@@ -99,7 +99,9 @@ class FullSoftmax(OutputLayer):
         w_out = rows["out_all"]
         if w_out.shape[0] <= self.block:
             return softmax_nll(h_BxD, w_out, target_B, self.matmul_dtype), weight_B
-        target_logit_B = jnp.sum(jnp.take(w_out, target_B, axis=0) * h_BxD, axis=-1)
+        # rounded as the normaliser's products round their operands, so the two agree
+        w_target_BxD = rounded_like_matmul(jnp.take(w_out, target_B, axis=0), self.matmul_dtype)
+        target_logit_B = jnp.sum(w_target_BxD * rounded_like_matmul(h_BxD, self.matmul_dtype), axis=-1)
         return (blocked_logsumexp(h_BxD, w_out, self.block, self.matmul_dtype) - target_logit_B,
                 weight_B)
 

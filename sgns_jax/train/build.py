@@ -42,7 +42,9 @@ def build_layer(cfg: TrainConfig, counts: np.ndarray) -> OutputLayer:
 
 
 def batch_spec(cfg: TrainConfig, layer: OutputLayer) -> BatchSpec:
-    batch_size = cfg.optim.batch_size or default_batch_size(cfg, jax.default_backend())
+    # Worker streams are CPU devices whatever the host's default backend.
+    backend = "cpu" if cfg.run.parallelism == "workers" else jax.default_backend()
+    batch_size = cfg.optim.batch_size or default_batch_size(cfg, backend)
     return BatchSpec(layout=layer.layout, batch_size=batch_size,
                      steps_per_chunk=default_steps_per_chunk(cfg, batch_size),
                      window=cfg.data.window, sample=cfg.data.sample, seed=cfg.run.seed)
@@ -58,6 +60,16 @@ def make_schedule(cfg: TrainConfig, total_words: int) -> optax.Schedule:
     if o.schedule == "cosine":
         return optax.cosine_decay_schedule(lr, total, alpha=o.min_learning_rate_ratio)
     return optax.linear_schedule(lr, lr * o.min_learning_rate_ratio, total)
+
+
+def check_same_chunks(saved: dict, cfg: TrainConfig) -> None:
+    """A checkpoint counts its progress in chunks of its own shape; resuming with chunks of
+    another shape would train part of an epoch twice or skip it, silently."""
+    for key in ("batch_size", "steps_per_chunk"):
+        was, now = saved.get("optim", {}).get(key), getattr(cfg.optim, key)
+        if was is not None and was != now:
+            raise SgnsError(f"the checkpoint was written with {key} {was} and this run has {now}; "
+                            f"resume with --{key.replace('_', '-')} {was}")
 
 
 @dataclass
@@ -122,6 +134,9 @@ def build_run(cfg: TrainConfig, corpus: Corpus | None = None) -> Run:
     parallelism, devices = _devices(cfg, table_bytes)
     cfg = cfg.replace(run={"parallelism": parallelism, "devices": devices})  # validates it
     spec = batch_spec(cfg, layer)
+    # Record the chunks' shape the run uses: the default batch depends on the backend, and the
+    # config saved beside the outputs and in checkpoints must say what the run did.
+    cfg = cfg.replace(optim={"batch_size": spec.batch_size, "steps_per_chunk": spec.steps_per_chunk})
     total_words = cfg.run.epochs * len(corpus)
     if cfg.run.max_words is not None:
         total_words = min(total_words, cfg.run.max_words)
@@ -134,7 +149,8 @@ def build_run(cfg: TrainConfig, corpus: Corpus | None = None) -> Run:
                                    cfg.model.init_scale), rule)
     progress = Progress()
     if cfg.run.resume and checkpoint_path(cfg.run.checkpoint_dir).exists():
-        state, progress, _ = load_checkpoint(cfg.run.checkpoint_dir, state)
+        state, progress, saved = load_checkpoint(cfg.run.checkpoint_dir, state)
+        check_same_chunks(saved, cfg)
     state = runner.place(state)
     t = time.perf_counter()
     runner.compile(state, spec.zero_chunk())  # before the clock: training time is steady-state
