@@ -100,11 +100,10 @@ def traffic_per_pair(strategy: str, dim: int, vocab: int, batch_size: int, mean_
 
 
 def run_cell(corpus, strategy: str, vocab: int, devices: int, args, machine: dict) -> dict:
-    import jax
     import numpy as np
 
     from sgns_jax.losses.huffman import huffman_codes
-    from sgns_jax.train.config import TrainConfig, default_batch_size
+    from sgns_jax.train.config import TrainConfig
     from sgns_jax.train.loop import train
 
     cfg = TrainConfig().replace(
@@ -119,7 +118,7 @@ def run_cell(corpus, strategy: str, vocab: int, devices: int, args, machine: dic
     mean_code_length = 0.0
     if strategy == "hs":
         mean_code_length = float((huffman_codes(corpus.vocab.counts).lengths * counts).sum() / counts.sum())
-    batch_size = result.config.optim.batch_size or default_batch_size(result.config, jax.default_backend())
+    batch_size = result.config.optim.batch_size  # the run records the batch it chose
     # Windows-layout examples are centres: about window + 1 pairs each (dynamic windows).
     pairs = result.examples * ((SETTINGS["window"] + 1) if strategy in ("window", "hs") else 1)
     words = result.corpus_tokens * result.words / max(result.epoch_words, 1)

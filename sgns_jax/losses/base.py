@@ -148,7 +148,8 @@ def _low_precision_matmul(a_MxK: Array, b_KxN: Array, dtype: str) -> Array:
 
 def _low_precision_matmul_fwd(a_MxK, b_KxN, dtype):
     dt = jnp.dtype(dtype)
-    return _mixed(a_MxK, b_KxN, dtype), (a_MxK.astype(dt), b_KxN.astype(dt))
+    a_MxK, b_KxN = a_MxK.astype(dt), b_KxN.astype(dt)  # rounded once, kept for the backward
+    return _mixed(a_MxK, b_KxN, dtype), (a_MxK, b_KxN)
 
 
 def _low_precision_matmul_bwd(dtype, res, g_MxN):

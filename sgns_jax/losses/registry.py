@@ -99,11 +99,6 @@ def specs() -> dict[str, LossSpec]:
     return dict(_SPECS)
 
 
-def all_gemm_specs() -> list[tuple[str, LossSpec]]:
-    """The losses that read ``matmul_dtype``."""
-    return [(n, s) for n, s in specs().items() if "matmul_dtype" in s.options]
-
-
 def loss_spec(name: str) -> LossSpec:
     all_specs = specs()
     if name not in all_specs:
@@ -124,9 +119,9 @@ def check_options(options: LossOptions, cbow: bool) -> None:
         raise ConfigError(f"unknown matmul_dtype {options.matmul_dtype!r}; choose one of "
                           f"{', '.join(MATMUL_DTYPES)}")
     if options.matmul_dtype != "float32" and "matmul_dtype" not in spec.options:
+        gemm = [n for n, s in specs().items() if "matmul_dtype" in s.options]
         raise ConfigError(f"matmul_dtype {options.matmul_dtype} is for the losses whose products "
-                          f"are matrix products ({', '.join(n for n, s in all_gemm_specs())}); "
-                          f"{options.name} has none")
+                          f"are matrix products ({', '.join(gemm)}); {options.name} has none")
     spec.check(options, cbow)
 
 

@@ -42,6 +42,7 @@ from sgns_jax.train.step import TrainState
 # 0.72M touched) and wins only at large V.
 WHOLE_TABLE_MERGE_BYTES = 48 << 20
 
+
 def _merge_rows(base_RxD: jax.Array, first_RxD: jax.Array, ids_N: jax.Array,
                 *other_rows_NxD: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Rows ``ids`` of ``base + Σ_w (worker_w − base)`` — the first worker's table is on this
