@@ -130,7 +130,7 @@ def matmul(a_MxK: Array, b_KxN: Array, dtype: str = "float32") -> Array:
     products of its gradient (a custom VJP: autodiff would pair a float32 cotangent with a
     bfloat16 operand and round the gradient itself to bfloat16). On a GPU or TPU this halves
     the bytes the matrix units read and runs at their bfloat16 rate; tables, gradients and every
-    other op stay float32. XLA:CPU has no fast bfloat16 path (it is slower there)."""
+    other op stay float32. Meant for accelerators; not measured for speed anywhere yet."""
     if dtype == "float32":
         return a_MxK @ b_KxN
     return _low_precision_matmul(a_MxK, b_KxN, dtype)
