@@ -93,9 +93,9 @@ def objectives(strategy: dict, data: dict, split: str) -> dict[str, HeldoutObjec
     options = {k: v for k, v in loss_options(strategy).items() if k != "name"}
     layer = make_output_layer(strategy["name"], data["train"].vocab.counts, **options)
     pairs = data["pairs"][split]
-    out = {"heldout": HeldoutObjective.of_layer(layer, pairs)}
+    out = {"heldout": HeldoutObjective(layer, pairs)}
     if not layer.normalised and layer.conditional_log_bias() is not None:
-        out["heldout_raw"] = HeldoutObjective(pairs)
+        out["heldout_raw"] = HeldoutObjective(layer, pairs, raw=True)
     return out
 
 

@@ -60,8 +60,16 @@ def run_chunk(cfg, layer, params, chunk, parallelism, devices, update="sparse"):
                                         devices, jax.random.key_data(jax.random.key(1)))
     state = runner.place(init_state(jax.tree.map(jnp.copy, params), rule))
     state, loss_sum, _ = runner.run(state, [chunk])
-    rows = {k: v.shape[0] for k, v in params.items()}
-    return runner.host_params(state, rows), float(fetch(loss_sum)), state
+    shapes = {k: v.shape for k, v in params.items()}
+    return runner.host_params(state, shapes), float(fetch(loss_sum)), state
+
+
+def perturbed_params(layer, vocab_size):
+    """Initial parameters with every output leaf moved off its start (zero for most), so every
+    gradient path is exercised."""
+    params = init_params(layer, vocab_size, 8, jax.random.key(0))
+    return {k: v if k == "w_in" else v + 0.1 * jax.random.normal(jax.random.fold_in(jax.random.key(5), i), v.shape)
+            for i, (k, v) in enumerate(params.items())}
 
 
 def one_step(path):
@@ -75,12 +83,10 @@ def one_step(path):
                                                         "steps_per_chunk": 2})
             layer = build_layer(cfg, corpus.vocab.counts)
             chunk = next(iter(epoch_chunks(corpus, batch_spec(cfg, layer), 0))).arrays
-            params = init_params(layer, len(corpus.vocab), 8, jax.random.key(0))
-            # Nonzero output vectors so every gradient path is exercised.
-            params["w_out"] = params["w_out"] + 0.1 * jax.random.normal(jax.random.key(5), params["w_out"].shape)
+            params = perturbed_params(layer, len(corpus.vocab))
             results = {n: run_chunk(cfg, layer, params, chunk, "data" if n > 1 else "single", n, update)[:2]
                        for n in (1, 2, 4, 8)}
-            diffs = {n: max(float(np.abs(results[n][0][k] - results[1][0][k]).max()) for k in ("w_in", "w_out"))
+            diffs = {n: max(float(np.abs(results[n][0][k] - results[1][0][k]).max()) for k in params)
                      for n in (2, 4, 8)}
             moved = max(float(np.abs(results[1][0][k] - np.asarray(params[k])).max()) for k in params)
             label = "-".join([name] + [f"{k}={v}" for k, v in kw.items()] + [update])
@@ -147,8 +153,7 @@ def vocab_sharded(path):
         if any(_whole_table_roles(layer)):
             continue
         chunk = next(iter(epoch_chunks(corpus, batch_spec(cfg, layer), 0))).arrays
-        params = init_params(layer, len(corpus.vocab), 8, jax.random.key(0))
-        params["w_out"] = params["w_out"] + 0.1 * jax.random.normal(jax.random.key(5), params["w_out"].shape)
+        params = perturbed_params(layer, len(corpus.vocab))
         ref, _, _ = run_chunk(cfg, layer, params, chunk, "single", 1)
         diffs = {}
         for n in (2, 4, 8):

@@ -65,9 +65,10 @@ def test_ns_is_scored_by_its_implied_conditional_and_matches_nce(markov):
     counts = train_split.vocab.counts
     ns = _train(train_split, {"name": "ns", "negative_mode": "pair"})
     nce = _train(train_split, {"name": "nce"})
-    ns_implied = HeldoutObjective.of_layer(make_output_layer("ns", counts), pairs)(ns)
-    ns_raw = HeldoutObjective(pairs)(ns)
-    nce_score = HeldoutObjective.of_layer(make_output_layer("nce", counts), pairs)(nce)
+    ns_layer = make_output_layer("ns", counts)
+    ns_implied = HeldoutObjective(ns_layer, pairs)(ns)
+    ns_raw = HeldoutObjective(ns_layer, pairs, raw=True)(ns)
+    nce_score = HeldoutObjective(make_output_layer("nce", counts), pairs)(nce)
     unigram = unigram_objective(pairs, counts, 0.0)
     assert abs(ns_implied - entropy) < 0.03, (ns_implied, entropy)
     assert abs(ns_implied - nce_score) < 0.03, (ns_implied, nce_score)
@@ -91,8 +92,13 @@ def test_heldout_objective_is_the_biased_log_softmax():
     logits = params["w_in"][pairs["input"]] @ params["w_out"].T + bias
     logp = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
     ref = -np.mean(logp[np.arange(37), pairs["output"]])
-    got = HeldoutObjective(pairs, bias=bias, batch=8)({k: jnp.asarray(v, jnp.float32) for k, v in params.items()})
+    params32 = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
+    got = HeldoutObjective(make_output_layer("ns", counts), pairs, batch=8)(params32)
     np.testing.assert_allclose(got, ref, rtol=1e-5)
+    raw = logits - bias
+    ref_raw = -np.mean((raw - np.logaddexp.reduce(raw, axis=1, keepdims=True))[np.arange(37), pairs["output"]])
+    got_raw = HeldoutObjective(make_output_layer("ns", counts), pairs, raw=True, batch=8)(params32)
+    np.testing.assert_allclose(got_raw, ref_raw, rtol=1e-5)
 
 
 def test_experiment_vocabulary_comes_from_the_training_split_only(tmp_path):

@@ -21,7 +21,8 @@ from sgns_jax.train.checkpoint import load_checkpoint
 from sgns_jax.train.config import TrainConfig
 from sgns_jax.train.build import batch_spec, build_layer, make_schedule
 from sgns_jax.train.loop import TrainingInterrupted, train
-from sgns_jax.train.step import chunk_steps, init_params, init_state, train_step, uniform_rows
+from sgns_jax.train.step import (chunk_steps, init_params, init_state, param_specs, train_step,
+                                 uniform_rows)
 from sgns_jax.train.updates import make_update_rule
 
 
@@ -68,9 +69,11 @@ def test_sparse_equals_dense_for_sgd(corpus_file, loss, kw):
                       run={"epochs": 1, "quiet": True})
     sparse = train(cfg.replace(optim={"update": "sparse"}))
     dense = train(cfg.replace(optim={"update": "dense"}))
-    for k in ("w_in", "w_out"):
+    assert sparse.params.keys() == dense.params.keys()
+    for k in sparse.params:
         np.testing.assert_allclose(sparse.params[k], dense.params[k], rtol=1e-4, atol=1e-6)
-    assert np.abs(sparse.params["w_out"]).max() > 0  # it did train
+    specs = param_specs(build_layer(cfg, sparse.vocab.counts), len(sparse.vocab), 8)
+    assert all(np.abs(sparse.params[k]).max() > 0 for k, s in specs.items() if s.init == "zeros")  # it did train
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adagrad"])
@@ -134,8 +137,7 @@ def test_same_seed_identical_vectors_other_seed_different(corpus_file):
     a = train(tiny_config(corpus_file))
     b = train(tiny_config(corpus_file))
     c = train(tiny_config(corpus_file, run={"seed": 1, "epochs": 2, "quiet": True}))
-    assert np.array_equal(a.params["w_in"], b.params["w_in"])
-    assert np.array_equal(a.params["w_out"], b.params["w_out"])
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
     assert not np.array_equal(a.params["w_in"], c.params["w_in"])
 
 
@@ -200,8 +202,7 @@ def test_resume_after_sigint_equals_uninterrupted(corpus_file, tmp_path, monkeyp
     state, progress, saved_cfg = load_checkpoint(tmp_path / "ckpt", template)
     assert 0 < int(state.step) and saved_cfg["run"]["epochs"] == 3
     resumed = train(cfg.replace(run={"resume": True}))
-    assert np.array_equal(resumed.params["w_in"], reference.params["w_in"])
-    assert np.array_equal(resumed.params["w_out"], reference.params["w_out"])
+    assert all(np.array_equal(resumed.params[k], reference.params[k]) for k in reference.params)
     # The rate counts this call's words only; resuming at the very end trains nothing and
     # reports no rate (it printed "2,683,702,000,000,000 corpus words/s" before).
     assert 0 < resumed.resumed_words < resumed.words
@@ -347,7 +348,7 @@ def test_sparse_step_makes_no_full_table_copy(loss, mode):
     arrays = {k: x.astype(np.int32) if x.dtype.kind == "i" else x for k, x in arrays.items()}
     arrays["words"] = np.zeros(t, np.float32)
     text = fn.lower(state, arrays, jax.random.key_data(jax.random.key(0))).compile().as_text()
-    table_shapes = {f"f32[{n},{d}]" for n in layer.table_rows(v).values()}
+    table_shapes = {f"f32[{s.shape[0]},{d}]" for s in param_specs(layer, v, d).values()}
     copies = [line for line in text.splitlines()
               if re.search(r"= f32\[\d+,\d+\]\{[^}]*\} copy\(", line)
               and any(s in line.split("=")[1][:30] for s in table_shapes)]
@@ -420,7 +421,7 @@ def test_cbow_step_is_word2vecs_update(loss):
     rule = make_update_rule("sgd", "sparse")
     rng = np.random.default_rng(0)
     params = {"w_in": jnp.asarray(rng.normal(size=(v, d)) * 0.3, jnp.float32),
-              "w_out": jnp.asarray(rng.normal(size=(layer.table_rows(v)["w_out"], d)) * 0.3,
+              "w_out": jnp.asarray(rng.normal(size=layer.param_specs(v, d)["w_out"].shape) * 0.3,
                                    jnp.float32)}
     words = rng.permutation(v)
     centre = words[:3].astype(np.int32)

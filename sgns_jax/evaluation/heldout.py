@@ -58,24 +58,14 @@ def unigram_log_probs(counts: np.ndarray, sample: float) -> np.ndarray:
 
 
 class HeldoutObjective:
-    """Mean −log p(c | w) over fixed held-out ``pairs``: softmax(u_c·h + bias_c) over the whole
-    vocabulary (no bias: the "raw" score), or — :meth:`of_layer` — the layer's own normalised
-    conditional. Built once per model kind and reused at every evaluation (one compilation)."""
+    """Mean −log p(c | w) over fixed held-out ``pairs`` under a layer's normalised conditional
+    (``OutputLayer.heldout_nll``: its own loss where that is normalised, else softmax(u_c·h +
+    its implied bias), or without the bias when ``raw``). Built once per model kind and reused
+    at every evaluation (one compilation)."""
 
-    def __init__(self, pairs: dict[str, np.ndarray], *, bias: np.ndarray | None = None,
-                 batch: int = 512, summed_loss=None):
-        if summed_loss is None:
-            bias_V = None if bias is None else jnp.asarray(bias, jnp.float32)
-
-            def summed_loss(params, b):
-                h_BxD = jnp.take(params["w_in"], b["input"], axis=0)
-                logits_BxV = h_BxD @ params["w_out"].T
-                if bias_V is not None:
-                    logits_BxV = logits_BxV + bias_V[None, :]
-                target_B = jnp.take_along_axis(logits_BxV, b["output"][:, None], axis=1)[:, 0]
-                return jnp.sum((jax.nn.logsumexp(logits_BxV, axis=1) - target_B) * b["mask"])
-
-        self._losses = jax.jit(summed_loss)
+    def __init__(self, layer: OutputLayer, pairs: dict[str, np.ndarray], *, raw: bool = False,
+                 batch: int = 512):
+        self._losses = jax.jit(lambda params, b: layer.heldout_nll(params, b, raw))
         n = pairs["input"].size
         self.count = n
         # Fixed-shape batches (mask 0 on the padding), so the sum compiles once.
@@ -83,18 +73,8 @@ class HeldoutObjective:
         self._batches = [{k: jnp.asarray(v[s:s + batch]) for k, v in padded.items()}
                          for s in range(0, max(n, 1), batch)]
 
-    @classmethod
-    def of_layer(cls, layer: OutputLayer, pairs: dict[str, np.ndarray], batch: int = 512
-                 ) -> "HeldoutObjective":
-        """The conditional ``layer`` defines: its own loss where that is already the exact
-        normalised −log p (full softmax, the tree), else softmax(u·h + its implied bias)."""
-        if layer.normalised:
-            return cls(pairs, batch=batch, summed_loss=lambda p, b: layer.loss(p, b, None)[1]["sum"])
-        bias = layer.conditional_log_bias()
-        return cls(pairs, bias=None if bias is None else np.asarray(bias), batch=batch)
-
     def __call__(self, params: dict) -> float:
-        params = {k: jnp.asarray(params[k]) for k in ("w_in", "w_out")}
+        params = {k: jnp.asarray(v) for k, v in params.items()}
         return sum(float(self._losses(params, b)) for b in self._batches) / max(self.count, 1)
 
 

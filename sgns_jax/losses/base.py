@@ -25,7 +25,9 @@ word2vec's update (:func:`cbow_mean`), not the mean's gradient.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
+from math import prod
 from typing import Any, Mapping, NamedTuple
 
 import jax
@@ -37,8 +39,32 @@ Params = Mapping[str, Array]
 
 
 class Lookup(NamedTuple):
-    table: str          # "w_in" or "w_out"
-    ids: Array | None   # int32 [...]; None: the whole table
+    table: str          # a leaf of the parameter tree ("w_in", or one the layer declares)
+    ids: Array | None   # int32 [...]; None: the whole leaf
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One leaf of the parameter tree: its shape, how it starts, and how it is read.
+
+    ``row_indexed`` leaves hold one row per word (or tree node) and are read by ids: the update
+    rules change only the rows a step looked up, worker streams merge only those rows, and a
+    vocabulary-sharded run splits them by rows. Other leaves (a projection matrix) are read
+    whole and updated whole.
+    """
+
+    shape: tuple[int, ...]
+    init: str = "zeros"        # "zeros", or "uniform" in ±scale
+    scale: float = 0.0
+    row_indexed: bool = True
+
+    @property
+    def nbytes(self) -> int:
+        return 4 * prod(self.shape)  # float32
+
+
+# Names the output files and checkpoints use beside the parameter leaves.
+RESERVED_NAMES = frozenset({"w_in", "words", "counts", "config", "step", "meta"})
 
 
 @jax.custom_jvp
@@ -195,9 +221,11 @@ class OutputLayer:
         """The batch layout this layer consumes: ``windows`` for CBOW, else ``pairs``."""
         return "windows" if self.cbow else "pairs"
 
-    def table_rows(self, vocab_size: int) -> dict[str, int]:
-        """Rows of each parameter table (both ``[rows, D]``)."""
-        return {"w_in": vocab_size, "w_out": vocab_size}
+    def param_specs(self, vocab_size: int, dim: int) -> dict[str, ParamSpec]:
+        """The layer's own parameter leaves by name; the model adds the input embeddings
+        ``w_in [V, D]`` (:func:`sgns_jax.train.step.param_specs`). Names must not be one of
+        ``RESERVED_NAMES``."""
+        raise NotImplementedError
 
     # -- the input side, shared by every layer ----------------------------------------------
     def input_lookup(self, batch: Batch) -> Lookup:
@@ -224,6 +252,14 @@ class OutputLayer:
     def conditional_log_bias(self) -> Array | None:
         """b(c) such that the model's conditional is softmax(u_c·h + b(c)); None: no bias."""
         return None
+
+    def heldout_nll(self, params: Params, pairs: Batch, raw: bool = False) -> Array:
+        """Σ mask · −log p(output | input) over a pairs batch, under the model's normalised
+        conditional (the yardstick of ``evaluation/heldout.py``); ``raw``: without the
+        implied bias. A normalised layer's own loss is that already."""
+        if not self.normalised:
+            raise NotImplementedError(f"{type(self).__name__} defines no normalised conditional")
+        return self.loss(params, pairs, None)[1]["sum"]
 
     def describe(self) -> str:
         """A few words for the run summary, e.g. ``ns (K=5, window negatives)``."""
@@ -254,7 +290,7 @@ class OutputLayer:
         """The pure loss.
 
         Args:
-          params: ``{"w_in": [V, D], "w_out": [rows, D]}`` (``table_rows`` gives the rows).
+          params: ``{"w_in": [V, D], ...}`` and the leaves of ``param_specs``.
           batch: a pairs batch ``{input [B], output [B], mask [B]}`` or a windows batch
             ``{centre [B], context [B, C], mask [B, C]}`` (``layout`` says which).
           key: the PRNG key of the step's noise (unused by full and hierarchical softmax).
@@ -266,3 +302,24 @@ class OutputLayer:
         return total / jnp.maximum(count, 1.0), {"sum": total, "count": count}
 
     __call__ = loss
+
+
+class OutputTableLayer(OutputLayer):
+    """A layer with one output vector per word, ``w_out [V, D]``, zero at the start (word2vec's
+    ``syn1neg``), whose logits are u_c·h: negative sampling, NCE, sampled softmax, BlackOut
+    and the full softmax."""
+
+    def param_specs(self, vocab_size: int, dim: int) -> dict[str, ParamSpec]:
+        return {"w_out": ParamSpec((vocab_size, dim))}
+
+    def heldout_nll(self, params: Params, pairs: Batch, raw: bool = False) -> Array:
+        """softmax(u_c·h + b(c)) over the whole vocabulary, b the implied bias (none if raw)."""
+        if self.normalised and not raw:
+            return super().heldout_nll(params, pairs)
+        h_BxD = jnp.take(params["w_in"], pairs["input"], axis=0)
+        logits_BxV = h_BxD @ params["w_out"].T
+        bias_V = None if raw else self.conditional_log_bias()
+        if bias_V is not None:
+            logits_BxV = logits_BxV + bias_V[None, :]
+        target_B = jnp.take_along_axis(logits_BxV, pairs["output"][:, None], axis=1)[:, 0]
+        return jnp.sum((jax.nn.logsumexp(logits_BxV, axis=1) - target_B) * pairs["mask"])

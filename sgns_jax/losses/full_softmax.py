@@ -16,7 +16,7 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
-from sgns_jax.losses.base import Array, Batch, Lookup, OutputLayer, matmul, rounded_like_matmul
+from sgns_jax.losses.base import Array, Batch, Lookup, OutputTableLayer, matmul, rounded_like_matmul
 from sgns_jax.losses.registry import LossOptions, LossSpec, register
 
 
@@ -75,7 +75,7 @@ softmax_nll.defvjp(_softmax_nll_fwd, _softmax_nll_bwd)
 
 
 @dataclass(frozen=True, eq=False)
-class FullSoftmax(OutputLayer):
+class FullSoftmax(OutputTableLayer):
     """−log p(c | w) with p the softmax over the whole vocabulary (the exact reference).
 
     Params: ``w_in [V, D]``, ``w_out [V, D]``. The gradient w.r.t. ``w_out`` is dense.

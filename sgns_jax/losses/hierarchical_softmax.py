@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sgns_jax.errors import ConfigError
-from sgns_jax.losses.base import (Array, Batch, Lookup, OutputLayer, log_sigmoid,
+from sgns_jax.losses.base import (Array, Batch, Lookup, OutputLayer, ParamSpec, log_sigmoid,
                                   log_sigmoid_unsaturated, window_logits)
 from sgns_jax.losses.huffman import HuffmanTree, huffman_codes
 from sgns_jax.losses.registry import LossOptions, LossSpec, register
@@ -47,8 +47,9 @@ class HierarchicalSoftmax(OutputLayer):
         object.__setattr__(self, "_signs", jnp.asarray(1.0 - 2.0 * tree.codes, dtype=jnp.float32))
         object.__setattr__(self, "_mask", jnp.asarray(tree.mask, dtype=jnp.float32))
 
-    def table_rows(self, vocab_size: int) -> dict[str, int]:
-        return {"w_in": vocab_size, "w_out": max(vocab_size - 1, 1)}
+    def param_specs(self, vocab_size: int, dim: int) -> dict[str, ParamSpec]:
+        # The V − 1 inner nodes' vectors (word2vec's syn1), zero at the start.
+        return {"w_out": ParamSpec((max(vocab_size - 1, 1), dim))}
 
     def lookups(self, batch: Batch, noise: Array | None) -> dict[str, Lookup]:
         target_B, _ = self.targets(batch)

@@ -16,13 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from sgns_jax.data.vocab import noise_distribution
-from sgns_jax.losses.base import Array, Batch, Lookup, OutputLayer, log_sigmoid
+from sgns_jax.losses.base import Array, Batch, Lookup, OutputTableLayer, log_sigmoid
 from sgns_jax.losses.registry import LossOptions, LossSpec, register
 from sgns_jax.losses.sampler import AliasSampler
 
 
 @dataclass(frozen=True, eq=False)
-class NoiseContrastiveEstimation(OutputLayer):
+class NoiseContrastiveEstimation(OutputTableLayer):
     sampler: AliasSampler
     negatives: int = 5
     cbow: bool = False

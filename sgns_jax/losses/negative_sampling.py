@@ -27,14 +27,14 @@ import numpy as np
 
 from sgns_jax.data.vocab import noise_distribution
 from sgns_jax.errors import ConfigError
-from sgns_jax.losses.base import (Array, Batch, Lookup, OutputLayer, log_sigmoid, matmul,
+from sgns_jax.losses.base import (Array, Batch, Lookup, OutputTableLayer, log_sigmoid, matmul,
                                   window_logits)
 from sgns_jax.losses.registry import LossOptions, LossSpec, register
 from sgns_jax.losses.sampler import AliasSampler
 
 
 @dataclass(frozen=True, eq=False)
-class NegativeSampling(OutputLayer):
+class NegativeSampling(OutputTableLayer):
     """What the three modes share: the sampler, K, and the implied conditional's bias."""
 
     sampler: AliasSampler

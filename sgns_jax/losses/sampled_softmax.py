@@ -17,13 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from sgns_jax.data.vocab import noise_distribution
-from sgns_jax.losses.base import Array, Batch, Lookup, OutputLayer, matmul
+from sgns_jax.losses.base import Array, Batch, Lookup, OutputTableLayer, matmul
 from sgns_jax.losses.registry import LossOptions, LossSpec, register
 from sgns_jax.losses.sampler import AliasSampler
 
 
 @dataclass(frozen=True, eq=False)
-class SampledSoftmax(OutputLayer):
+class SampledSoftmax(OutputTableLayer):
     sampler: AliasSampler
     samples: int = 64
     remove_accidental_hits: bool = True

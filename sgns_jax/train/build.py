@@ -19,12 +19,12 @@ import optax
 from sgns_jax.data.batches import BatchSpec
 from sgns_jax.data.corpus import Corpus, default_cache_dir, encode_corpus
 from sgns_jax.errors import SgnsError
-from sgns_jax.losses import OutputLayer, make_output_layer
+from sgns_jax.losses import OutputLayer, ParamSpec, make_output_layer
 from sgns_jax.train.checkpoint import Progress, checkpoint_path, load_checkpoint
 from sgns_jax.train.config import (TrainConfig, cpu_cores, default_batch_size, default_parallelism,
                                    default_steps_per_chunk, learning_rate, resolve)
 from sgns_jax.train.runners import RUNNERS, start_distributed
-from sgns_jax.train.step import TrainState, init_params, init_state
+from sgns_jax.train.step import TrainState, init_params, init_state, param_specs
 from sgns_jax.train.updates import make_update_rule
 
 
@@ -91,8 +91,12 @@ class Run:
     resumed_words: int
 
     @property
-    def table_rows(self) -> dict[str, int]:
-        return self.layer.table_rows(len(self.corpus.vocab))
+    def param_specs(self) -> dict[str, ParamSpec]:
+        return param_specs(self.layer, len(self.corpus.vocab), self.cfg.model.dim)
+
+    @property
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: spec.shape for k, spec in self.param_specs.items()}
 
 
 def _request_cpu_devices(cfg: TrainConfig) -> None:
@@ -130,7 +134,7 @@ def build_run(cfg: TrainConfig, corpus: Corpus | None = None) -> Run:
     start_distributed(cfg.run)
     corpus = corpus if corpus is not None else load_corpus(cfg)
     layer = build_layer(cfg, corpus.vocab.counts)
-    table_bytes = sum(n * cfg.model.dim * 4 for n in layer.table_rows(len(corpus.vocab)).values())
+    table_bytes = sum(s.nbytes for s in param_specs(layer, len(corpus.vocab), cfg.model.dim).values())
     parallelism, devices = _devices(cfg, table_bytes)
     cfg = cfg.replace(run={"parallelism": parallelism, "devices": devices})  # validates it
     spec = batch_spec(cfg, layer)

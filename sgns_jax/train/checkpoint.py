@@ -1,6 +1,6 @@
 """Checkpoints: the whole training state in one ``.npz``, written atomically.
 
-Saved: parameters, optimizer state leaves, the global step, the position in the data (epoch
+Saved: the parameter leaves (``param/<name>``: ``w_in`` and the output layer's), optimizer state leaves, the global step, the position in the data (epoch
 and chunks done in it), the running loss accumulators and the config. Because batches and keys
 are pure functions of (seed, epoch, step), that is enough to continue bit for bit.
 """
@@ -45,8 +45,8 @@ def save_checkpoint(directory: str | Path, state: TrainState, progress: Progress
     from sgns_jax.train.parallel import fetch
 
     leaves = jax.tree.leaves(state.opt_state)
-    arrays = {"w_in": fetch(state.params["w_in"]), "w_out": fetch(state.params["w_out"]),
-              "step": fetch(state.step)}
+    arrays = {f"param/{k}": fetch(v) for k, v in state.params.items()}
+    arrays["step"] = fetch(state.step)
     arrays.update({f"opt_{i}": fetch(x) for i, x in enumerate(leaves)})
     meta = {"progress": progress.__dict__, "config": config, "opt_leaves": len(leaves)}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
@@ -54,6 +54,15 @@ def save_checkpoint(directory: str | Path, state: TrainState, progress: Progress
     with atomic_open(path, "wb") as f:
         np.savez(f, **arrays)
     return path
+
+
+def _saved_params(z) -> dict[str, np.ndarray]:
+    """The parameter leaves of an open checkpoint: ``param/<name>`` entries, or — written before
+    layers declared their own leaves — the two tables ``w_in`` and ``w_out``."""
+    names = [k for k in z.files if k.startswith("param/")]
+    if names:
+        return {k[len("param/"):]: z[k] for k in names}
+    return {k: z[k] for k in ("w_in", "w_out") if k in z.files}
 
 
 def load_checkpoint(directory: str | Path, template: TrainState) -> tuple[TrainState, Progress, dict]:
@@ -67,11 +76,15 @@ def load_checkpoint(directory: str | Path, template: TrainState) -> tuple[TrainS
         leaves = [z[f"opt_{i}"] for i in range(meta["opt_leaves"])]
         if len(leaves) != treedef.num_leaves:
             raise SgnsError(f"checkpoint {path} does not match this configuration's optimizer")
-        params = {"w_in": z["w_in"], "w_out": z["w_out"]}
+        params = _saved_params(z)
+        if set(params) != set(template.params):
+            raise SgnsError(f"checkpoint {path} holds parameters {sorted(params)}, this run's "
+                            f"output layer has {sorted(template.params)}")
         for k, v in params.items():
             if v.shape != template.params[k].shape:
                 raise SgnsError(f"checkpoint {path} has {k} of shape {v.shape}, this run needs "
                                 f"{template.params[k].shape}")
+        params = {k: params[k] for k in template.params}  # the template's order
         state = TrainState(jax.tree.map(jax.numpy.asarray, params),
                            jax.tree.unflatten(treedef, [jax.numpy.asarray(x) for x in leaves]),
                            jax.numpy.asarray(z["step"]))

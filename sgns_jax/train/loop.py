@@ -136,7 +136,7 @@ def finish(run: Run, hooks: Hooks, started: float) -> TrainResult:
     """The result (tables on the host) and, if asked, the outputs on disk."""
     jax.block_until_ready(run.state)
     p = run.progress
-    result = TrainResult(run.corpus.vocab, run.runner.host_params(run.state, run.table_rows),
+    result = TrainResult(run.corpus.vocab, run.runner.host_params(run.state, run.param_shapes),
                          run.cfg, hooks.clock.seconds, 0.0, run.corpus.raw_tokens, p.words,
                          hooks.mean_loss, len(run.corpus), p.examples, hooks.epoch_losses,
                          run.compile_seconds, run.resumed_words)
@@ -154,7 +154,7 @@ def run_summary(run: Run) -> str:
     cfg, corpus, spec = run.cfg, run.corpus, run.spec
     o = cfg.optim
     chunk_bytes = sum(a.nbytes for a in spec.zero_chunk().values())
-    memory = estimate_memory(run.table_rows, cfg.model.dim, len(corpus),
+    memory = estimate_memory(run.param_specs, len(corpus),
                              workers=run.devices if run.parallelism == "workers" else 1,
                              optimizer=o.optimizer, dense_update=o.update == "dense",
                              chunk_bytes=chunk_bytes)
@@ -179,7 +179,8 @@ def output_paths(out: str | Path) -> dict[str, Path]:
 
 def write_outputs(result: TrainResult) -> None:
     """Vectors (word2vec text or binary: the input table w_in, exactly), the rest of the state
-    (.npz: the output table, vocabulary, counts, config) and the config (.json).
+    (.npz: the output layer's parameter leaves, vocabulary, counts, config) and the config
+    (.json).
 
     w_in is not repeated in the .npz: at a million words × 300 dims each table is 1.2 GB, and
     writing it twice cost ~4 s of a ~40 s run on the 2-core machine's disk (~400 MB/s).
@@ -188,7 +189,7 @@ def write_outputs(result: TrainResult) -> None:
 
     def save_state() -> None:
         with atomic_open(paths["state"], "wb") as f:
-            np.savez(f, w_out=result.params["w_out"],
+            np.savez(f, **{k: v for k, v in result.params.items() if k != "w_in"},
                      words=np.array(result.vocab.words), counts=result.vocab.counts,
                      config=np.frombuffer(result.config.to_json().encode(), dtype=np.uint8))
 

@@ -74,10 +74,12 @@ def fetch(x: Any) -> np.ndarray:
 
 
 def pad_rows(params: dict, devices: int) -> dict:
-    """Zero rows appended so every table splits evenly over ``devices`` (never looked up)."""
+    """Zero rows appended so every leaf splits evenly by rows over ``devices`` (never looked
+    up)."""
     import jax.numpy as jnp
 
-    return {k: jnp.pad(v, ((0, -v.shape[0] % devices), (0, 0))) for k, v in params.items()}
+    return {k: jnp.pad(v, ((0, -v.shape[0] % devices),) + ((0, 0),) * (v.ndim - 1))
+            for k, v in params.items()}
 
 
 def shard_rows(tree: Any, mesh: jax.sharding.Mesh) -> Any:

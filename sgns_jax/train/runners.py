@@ -88,8 +88,10 @@ class SingleDevice:
     def run(self, state: TrainState, chunks: Sequence[Mapping[str, Any]]):
         return self.chunk_fn(state, self.place_arrays(chunks[0]), self.root_key)
 
-    def host_params(self, state: TrainState, table_rows: Mapping[str, int]) -> dict[str, np.ndarray]:
-        return {k: fetch(v)[:table_rows[k]] for k, v in state.params.items()}
+    def host_params(self, state: TrainState, shapes: Mapping[str, tuple]) -> dict[str, np.ndarray]:
+        """The parameter leaves as numpy arrays of their declared ``shapes`` (without the rows
+        a vocabulary-sharded run padded on)."""
+        return {k: fetch(v)[:shapes[k][0]] for k, v in state.params.items()}
 
 
 class DataParallel(SingleDevice):
@@ -210,8 +212,7 @@ class Workers:
     def run(self, state, chunks):
         return self.streams.round(state, chunks)
 
-    def host_params(self, state, table_rows):
-        return {k: fetch(v)[:table_rows[k]] for k, v in state.params.items()}
+    host_params = SingleDevice.host_params
 
 
 RUNNERS = {"single": SingleDevice, "data": DataParallel, "vocab": VocabSharded, "workers": Workers}

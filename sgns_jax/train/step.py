@@ -20,14 +20,15 @@ from typing import Any, Callable, Mapping, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from sgns_jax.losses.base import OutputLayer, gather_rows
+from sgns_jax.errors import ConfigError
+from sgns_jax.losses.base import RESERVED_NAMES, OutputLayer, ParamSpec, gather_rows
 
 Array = jax.Array
 Params = dict[str, Array]
 
 
 class TrainState(NamedTuple):
-    params: Params      # {"w_in": [V, D], "w_out": [V or V-1, D]}
+    params: Params      # {"w_in": [V, D], **the output layer's leaves} (param_specs)
     opt_state: Any      # the update rule's state
     step: Array         # int32 scalar, global step count
     # {table: bool [rows]}: rows any update since it was cleared has touched; None: not kept.
@@ -35,16 +36,39 @@ class TrainState(NamedTuple):
     touched: Any = None
 
 
+def param_specs(layer: OutputLayer, vocab_size: int, dim: int, init_scale: float = 1.0
+                ) -> dict[str, ParamSpec]:
+    """The model's parameter tree: the input embeddings ``w_in [V, D]``, common to every
+    strategy, and the leaves the output layer declares."""
+    own = layer.param_specs(vocab_size, dim)
+    clash = RESERVED_NAMES & set(own)
+    if clash:
+        raise ConfigError(f"{type(layer).__name__} declares reserved parameter name(s) {sorted(clash)}")
+    return {"w_in": ParamSpec((vocab_size, dim), "uniform", init_scale / dim), **own}
+
+
 def init_params(layer: OutputLayer, vocab_size: int, dim: int, key: Array,
                 init_scale: float = 1.0) -> Params:
-    """w_in uniform in (−init_scale/D, init_scale/D), output vectors zero (word2vec's syn1neg
-    and syn1). ``init_scale`` 1 is gensim's range, 0.5 word2vec.c's (see ModelConfig)."""
-    rows = layer.table_rows(vocab_size)
-    # A table of up to 4M floats is filled in one block: the loop costs more to compile than to
-    # run there (16k x 100: 0.44 s compiling the loop, 0.28 s without it; ~0.01 s running).
-    whole = rows["w_in"] * dim <= 1 << 22
-    w_in = uniform_rows(key, rows["w_in"], dim, init_scale / dim, rows["w_in"] if whole else 8192)
-    return {"w_in": w_in, "w_out": jnp.zeros((rows["w_out"], dim), jnp.float32)}
+    """w_in uniform in (−init_scale/D, init_scale/D), the layer's leaves as they declare (output
+    vectors zero: word2vec's syn1neg and syn1). ``init_scale`` 1 is gensim's range, 0.5
+    word2vec.c's (see ModelConfig). Row r of w_in depends on (key, r) only; the other leaves
+    draw from keys split off ``key``, one per leaf in declaration order."""
+    specs = param_specs(layer, vocab_size, dim, init_scale)
+    w_in = specs.pop("w_in")
+    v = w_in.shape[0]
+    # A table of up to 4M floats is filled in one block: the loop costs more to compile than
+    # to run there (docs/performance_notes.md).
+    params = {"w_in": uniform_rows(key, v, dim, w_in.scale, v if v * dim <= 1 << 22 else 8192)}
+    leaf_key = jax.random.split(key)[1]
+    for i, (name, spec) in enumerate(specs.items()):
+        if spec.init == "zeros":
+            params[name] = jnp.zeros(spec.shape, jnp.float32)
+        elif spec.init == "uniform":
+            params[name] = jax.random.uniform(jax.random.fold_in(leaf_key, i), spec.shape,
+                                              jnp.float32, -spec.scale, spec.scale)
+        else:
+            raise ValueError(f"unknown initialiser {spec.init!r} for {name}")
+    return params
 
 
 @partial(jax.jit, static_argnums=(1, 2, 4))

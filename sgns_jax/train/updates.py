@@ -52,10 +52,10 @@ def group_by_table(lookups: Mapping[str, Lookup], grads: Mapping[str, Array], pa
         if look.ids is None:
             dense[look.table] = dense.get(look.table, 0) + g
         else:
-            d = params[look.table].shape[1]
+            row_shape = params[look.table].shape[1:]
             ids, gs = sparse.setdefault(look.table, ([], []))
             ids.append(look.ids.reshape(-1))
-            gs.append(g.reshape(-1, d))
+            gs.append(g.reshape(-1, *row_shape))
     return ({t: (jnp.concatenate(i), jnp.concatenate(g)) for t, (i, g) in sparse.items()}, dense)
 
 
