@@ -109,7 +109,8 @@ def run_cell(corpus, strategy: str, vocab: int, devices: int, args, machine: dic
     cfg = TrainConfig().replace(
         data={"min_count": 1, "window": SETTINGS["window"], "sample": SETTINGS["sample"]},
         model={"dim": args.dim},
-        loss={**STRATEGIES[strategy], "negative": SETTINGS["negative"],
+        loss={**STRATEGIES[strategy],
+              **({"negative": SETTINGS["negative"]} if STRATEGIES[strategy]["name"] == "ns" else {}),
               **({"matmul_dtype": args.matmul_dtype} if strategy in GEMM_STRATEGIES else {})},
         run={"epochs": 1, "quiet": True, "max_seconds": args.seconds, "out": None,
              "parallelism": "single" if devices == 1 else "data", "devices": devices})
@@ -124,12 +125,12 @@ def run_cell(corpus, strategy: str, vocab: int, devices: int, args, machine: dic
     words = result.corpus_tokens * result.words / max(result.epoch_words, 1)
     pairs_per_word = pairs / max(words, 1)
     bytes_pp, flops_pp = traffic_per_pair(strategy, args.dim, len(corpus.vocab), batch_size,
-                                          mean_code_length, result.config.loss.shared_samples)
+                                          mean_code_length, getattr(result.config.loss, "shared_samples", 0))
     # One device's roofline times the device count: data parallelism splits the pairs.
     seconds_pp = max(bytes_pp / machine["bandwidth_bytes_per_s"], flops_pp / machine["matmul_flops_per_s"])
     roofline = devices / (seconds_pp * pairs_per_word)
     return {"strategy": strategy, "vocab": len(corpus.vocab), "dim": args.dim, "devices": devices,
-            "matmul_dtype": result.config.loss.matmul_dtype,
+            "matmul_dtype": getattr(result.config.loss, "matmul_dtype", "float32"),
             "batch_size": batch_size, "words_per_s": result.words_per_second,
             "pairs_per_s": pairs / result.seconds if result.seconds else 0.0,
             "compile_s": result.compile_seconds, "train_s": result.seconds,

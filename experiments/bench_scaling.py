@@ -32,7 +32,7 @@ def child(args) -> dict:
 
     cfg = TrainConfig().replace(
         data={"corpus": args.corpus or str(bundled("wiki.txt.gz"))},
-        loss={"name": args.loss, "negative_mode": args.negative_mode},
+        loss={"name": args.loss, **({"negative_mode": args.negative_mode} if args.loss == "ns" else {})},
         optim={"batch_size": args.batch_size},
         run={"epochs": args.epochs, "quiet": True, "devices": jax.device_count(),
              "parallelism": "data" if jax.device_count() > 1 else "single"})

@@ -84,7 +84,8 @@ def child(run: str, corpus: str, dim: int, tmp: str) -> dict:
         cfg = TrainConfig().replace(
             data={"corpus": corpus, "min_count": 1, "cache_dir": "", "window": SETTINGS["window"],
                   "sample": SETTINGS["sample"]},
-            model={"dim": dim}, loss={**loss, "negative": SETTINGS["negative"]},
+            model={"dim": dim},
+            loss={**loss, **({"negative": SETTINGS["negative"]} if loss["name"] == "ns" else {})},
             run={"epochs": 1, "quiet": True, "parallelism": "workers" if streams > 1 else "single",
                  "devices": streams, "out": out, "binary": True,
                  "max_seconds": 240})

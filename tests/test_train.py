@@ -332,7 +332,8 @@ def test_sparse_step_makes_no_full_table_copy(loss, mode):
 
     v, d = 3000, 16
     counts = np.arange(v, 0, -1)
-    cfg = TrainConfig().replace(loss={"name": loss, "negative_mode": mode}, model={"dim": d})
+    cfg = TrainConfig().replace(loss={"name": loss, **({"negative_mode": mode} if loss == "ns" else {"hs_paths": mode})},
+                                model={"dim": d})
     layer = build_layer(cfg, counts)
     rule = make_update_rule("sgd", "sparse")
     fn = jax.jit(chunk_steps(layer, rule, make_schedule(cfg, 10**6)), donate_argnums=(0,))
@@ -416,7 +417,7 @@ def test_cbow_step_is_word2vecs_update(loss):
     of neu1e, the bug gensim-level quality exposed)."""
     v, d = 40, 6
     cfg = TrainConfig().replace(model={"dim": d, "cbow": True},
-                                loss={"name": loss, "negative_mode": "pair", "negative": 3})
+                                loss={"name": loss, **({"negative_mode": "pair", "negative": 3} if loss == "ns" else {})})
     layer = build_layer(cfg, np.arange(v, 0, -1) * 10)
     rule = make_update_rule("sgd", "sparse")
     rng = np.random.default_rng(0)

@@ -16,7 +16,7 @@ noise term does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +24,7 @@ import numpy as np
 
 from sgns_jax.data.vocab import noise_distribution
 from sgns_jax.losses.base import Array, Batch, Lookup, OutputTableLayer, matmul
-from sgns_jax.losses.registry import LossOptions, LossSpec, register
+from sgns_jax.losses.registry import MatmulOptions, NoiseOptions, option, register
 from sgns_jax.losses.sampler import AliasSampler
 
 
@@ -64,15 +64,15 @@ class BlackOut(OutputTableLayer):
         return -(pos_B - log_z_B) - jnp.sum(log_not_BxS, axis=1), weight_B
 
 
-def _build(counts: np.ndarray, options: LossOptions, cbow: bool) -> BlackOut:
-    sampler = AliasSampler.from_probs(noise_distribution(counts, options.ns_exponent))
-    return BlackOut(sampler, options.shared_samples, cbow=cbow, matmul_dtype=options.matmul_dtype)
-
-
 @register
-def _spec() -> LossSpec:
-    return LossSpec(
-        "blackout", "BlackOut: S shared samples weighted 1/q, the target up and each sample down",
-        _build, options=("shared_samples", "ns_exponent", "matmul_dtype"),
-        default_batch_size=lambda options, cbow: 256 if cbow else 1024,
-        test_variants=({"shared_samples": 9}, {"shared_samples": 9, "cbow": True}))
+@dataclass(frozen=True)
+class BlackOutOptions(NoiseOptions, MatmulOptions):
+    name: str = "blackout"
+    shared_samples: int = option(64, "S noise words shared by a batch")
+
+    summary: ClassVar[str] = "BlackOut: S shared samples weighted 1/q, the target up and each sample down"
+    test_variants: ClassVar[tuple[dict, ...]] = ({"shared_samples": 9}, {"shared_samples": 9, "cbow": True})
+
+    def build(self, counts: np.ndarray, cbow: bool):
+        sampler = AliasSampler.from_probs(noise_distribution(counts, self.ns_exponent))
+        return BlackOut(sampler, self.shared_samples, cbow=cbow, matmul_dtype=self.matmul_dtype)

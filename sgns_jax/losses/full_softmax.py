@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 import jax
 import jax.numpy as jnp
 
 from sgns_jax.losses.base import Array, Batch, Lookup, OutputTableLayer, matmul, rounded_like_matmul
-from sgns_jax.losses.registry import LossOptions, LossSpec, register
+from sgns_jax.losses.registry import MatmulOptions, option, register
 
 
 def blocked_logsumexp(h_BxD: Array, w_out_VxD: Array, block: int, dtype: str = "float32") -> Array:
@@ -106,16 +106,18 @@ class FullSoftmax(OutputTableLayer):
                 weight_B)
 
 
-def _batch_size(options: LossOptions, cbow: bool) -> int:
-    # Summed per-pair updates of the dense output table: 256 rows a step stay stable.
-    return 256
-
-
 @register
-def _spec() -> LossSpec:
-    return LossSpec(
-        "full", "the exact softmax over the whole vocabulary (the reference), O(V) per pair",
-        lambda counts, options, cbow: FullSoftmax(block=options.softmax_block, cbow=cbow,
-                                                  matmul_dtype=options.matmul_dtype),
-        options=("softmax_block", "matmul_dtype"), default_batch_size=_batch_size,
-        test_variants=({}, {"cbow": True}, {"softmax_block": 64}))
+@dataclass(frozen=True)
+class FullSoftmaxOptions(MatmulOptions):
+    name: str = "full"
+    softmax_block: int = option(32768, "vocabulary rows per block of the normaliser")
+
+    summary: ClassVar[str] = "the exact softmax over the whole vocabulary (the reference), O(V) per pair"
+    test_variants: ClassVar[tuple[dict, ...]] = ({}, {"cbow": True}, {"softmax_block": 64})
+
+    def batch_size(self, cbow: bool, backend: str = "cpu") -> int:
+        # Summed per-pair updates of the dense output table: 256 rows a step stay stable.
+        return 256
+
+    def build(self, counts, cbow: bool) -> FullSoftmax:
+        return FullSoftmax(block=self.softmax_block, cbow=cbow, matmul_dtype=self.matmul_dtype)

@@ -17,7 +17,7 @@ Two layouts of the same objective (``hs_paths``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 import jax.numpy as jnp
 import numpy as np
@@ -26,7 +26,7 @@ from sgns_jax.errors import ConfigError
 from sgns_jax.losses.base import (Array, Batch, Lookup, OutputLayer, ParamSpec, log_sigmoid,
                                   log_sigmoid_unsaturated, window_logits)
 from sgns_jax.losses.huffman import HuffmanTree, huffman_codes
-from sgns_jax.losses.registry import LossOptions, LossSpec, register
+from sgns_jax.losses.registry import LossOptions, option, register
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,45 +96,38 @@ class WindowHierarchicalSoftmax(HierarchicalSoftmax):
         return losses_BxC, batch["mask"]
 
 
-HS_PATHS = ("window", "pair")
-
-
-def _check(options: LossOptions, cbow: bool) -> None:
-    if options.hs_paths not in (None, *HS_PATHS):
-        raise ConfigError(f"unknown hs_paths {options.hs_paths!r}; choose one of {', '.join(HS_PATHS)}")
-    if cbow and options.hs_paths == "window":
-        raise ConfigError("hs_paths 'window' is for skip-gram; CBOW's windows are one example each")
-
-
-def _resolve(options: LossOptions, cbow: bool) -> LossOptions:
-    if options.hs_paths is not None:
-        return options
-    return options.replace(hs_paths="pair" if cbow else "window")
-
-
-def _build(counts: np.ndarray, options: LossOptions, cbow: bool) -> HierarchicalSoftmax:
-    layer = WindowHierarchicalSoftmax if options.hs_paths == "window" else HierarchicalSoftmax
-    return layer(counts, cbow=cbow)
-
-
-def _batch_size(options: LossOptions, cbow: bool) -> int:
-    # Every pair updates the root and the top nodes, so a batch sums all their gradients there:
-    # it diverges at ~1.5–4k pairs a step. 256 pairs (or CBOW windows) is inside the stable
-    # range; so are 64 skip-gram windows (~380 pairs), small enough for a step's rows to stay
-    # in cache, as window-shared NS's.
-    return 64 if _resolve(options, cbow).hs_paths == "window" else 256
-
-
-def _accelerator_batch_size(options: LossOptions, cbow: bool) -> int:
-    # On a GPU or TPU, twice as many windows (~770 pairs): still inside the stable range, and
-    # level in quality (docs/bench_accelerator_batches.json). Paths per pair stay at 256.
-    return 128 if _resolve(options, cbow).hs_paths == "window" else 256
-
-
 @register
-def _spec() -> LossSpec:
-    return LossSpec(
-        "hs", "hierarchical softmax over word2vec's Huffman tree, O(log V) per pair", _build,
-        options=("hs_paths",), default_batch_size=_batch_size,
-        accelerator_batch_size=_accelerator_batch_size, check=_check, resolve=_resolve,
-        test_variants=({"hs_paths": "window"}, {"hs_paths": "pair"}, {"cbow": True}))
+@dataclass(frozen=True)
+class HierarchicalSoftmaxOptions(LossOptions):
+    name: str = "hs"
+    hs_paths: str | None = option(
+        None, "'window' (the contexts of a centre share its path; skip-gram default) or 'pair' "
+              "(a path per pair; CBOW)", choices=["window", "pair"])
+
+    summary: ClassVar[str] = "hierarchical softmax over word2vec's Huffman tree, O(log V) per pair"
+    test_variants: ClassVar[tuple[dict, ...]] = (
+        {"hs_paths": "window"}, {"hs_paths": "pair"}, {"cbow": True})
+
+    def check(self, cbow: bool) -> None:
+        if cbow and self.hs_paths == "window":
+            raise ConfigError("hs_paths 'window' is for skip-gram; CBOW's windows are one example each")
+
+    def resolve(self, cbow: bool) -> "HierarchicalSoftmaxOptions":
+        if self.hs_paths is not None:
+            return self
+        return self.replace(hs_paths="pair" if cbow else "window")
+
+    def batch_size(self, cbow: bool, backend: str = "cpu") -> int:
+        # Every pair updates the root and the top nodes, so a batch sums all their gradients
+        # there: it diverges at ~1.5–4k pairs a step. 256 pairs (or CBOW windows) is inside the
+        # stable range; so are 64 skip-gram windows (~380 pairs), small enough for a step's rows
+        # to stay in cache, as window-shared NS's. On a GPU or TPU, twice as many windows (~770
+        # pairs): still inside the stable range, and level in quality
+        # (docs/bench_accelerator_batches.json). Paths per pair stay at 256.
+        if self.resolve(cbow).hs_paths != "window":
+            return 256
+        return 64 if backend == "cpu" else 128
+
+    def build(self, counts: np.ndarray, cbow: bool) -> HierarchicalSoftmax:
+        layer = WindowHierarchicalSoftmax if self.hs_paths == "window" else HierarchicalSoftmax
+        return layer(counts, cbow=cbow)

@@ -9,7 +9,7 @@ optimum exp(u_c·h) is the self-normalised p(c | h).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 import jax.numpy as jnp
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from sgns_jax.data.vocab import noise_distribution
 from sgns_jax.losses.base import Array, Batch, Lookup, OutputTableLayer, log_sigmoid
-from sgns_jax.losses.registry import LossOptions, LossSpec, register
+from sgns_jax.losses.registry import NoiseOptions, option, register
 from sgns_jax.losses.sampler import AliasSampler
 
 
@@ -50,15 +50,15 @@ class NoiseContrastiveEstimation(OutputTableLayer):
         return loss_B, weight_B
 
 
-def _build(counts: np.ndarray, options: LossOptions, cbow: bool) -> NoiseContrastiveEstimation:
-    sampler = AliasSampler.from_probs(noise_distribution(counts, options.ns_exponent))
-    return NoiseContrastiveEstimation(sampler, options.negative, cbow=cbow)
-
-
 @register
-def _spec() -> LossSpec:
-    return LossSpec(
-        "nce", "noise-contrastive estimation: logits corrected by log K·q", _build,
-        options=("negative", "ns_exponent"),
-        default_batch_size=lambda options, cbow: 256 if cbow else 1024,
-        test_variants=({}, {"cbow": True}))
+@dataclass(frozen=True)
+class NoiseContrastiveEstimationOptions(NoiseOptions):
+    name: str = "nce"
+    negative: int = option(5, "K noise words per example")
+
+    summary: ClassVar[str] = "noise-contrastive estimation: logits corrected by log K·q"
+    test_variants: ClassVar[tuple[dict, ...]] = ({}, {"cbow": True})
+
+    def build(self, counts: np.ndarray, cbow: bool):
+        sampler = AliasSampler.from_probs(noise_distribution(counts, self.ns_exponent))
+        return NoiseContrastiveEstimation(sampler, self.negative, cbow=cbow)

@@ -20,7 +20,7 @@ Goldberg 2014): its implied conditional is softmax(u·h + log q).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 import jax.numpy as jnp
 import numpy as np
@@ -29,7 +29,7 @@ from sgns_jax.data.vocab import noise_distribution
 from sgns_jax.errors import ConfigError
 from sgns_jax.losses.base import (Array, Batch, Lookup, OutputTableLayer, log_sigmoid, matmul,
                                   window_logits)
-from sgns_jax.losses.registry import LossOptions, LossSpec, register
+from sgns_jax.losses.registry import MatmulOptions, NoiseOptions, option, register
 from sgns_jax.losses.sampler import AliasSampler
 
 
@@ -133,11 +133,11 @@ class NegativeMode:
 
 
 # Default batch sizes inside the stable ranges measured on the development machine (summed
-# per-pair updates diverge when a batch stacks too many updates on the same rows: pair mode
-# at ~65k pairs a step, window mode at ~11k centres). Window batches are small on the CPU so a
-# step's gathered rows stay in cache (figures: README, Performance); an accelerator takes the
-# widest batches whose quality matched (docs/bench_accelerator_batches.json). Batch mode sums
-# the whole batch's gradients on its S shared rows, so it keeps its CPU batch everywhere.
+# per-pair updates diverge when a batch stacks too many updates on the same rows; the ranges are
+# in the README's Performance section). Window batches are small on the CPU so a step's gathered
+# rows stay in cache; an accelerator takes the widest batches whose quality matched
+# (docs/bench_accelerator_batches.json). Batch mode sums the whole batch's gradients on its S
+# shared rows, so it keeps its CPU batch everywhere.
 NEGATIVE_MODES = {
     "pair": NegativeMode(PairNegativeSampling, 1024, 4096),
     "window": NegativeMode(WindowNegativeSampling, 64, 512, skip_gram_only=True),
@@ -145,47 +145,46 @@ NEGATIVE_MODES = {
 }
 
 
-def _check(options: LossOptions, cbow: bool) -> None:
-    mode = _resolve(options, cbow).negative_mode
-    if mode not in NEGATIVE_MODES:
-        raise ConfigError(f"unknown negative mode {mode!r}; choose one of {', '.join(NEGATIVE_MODES)}")
-    if options.matmul_dtype != "float32" and mode != "batch":
-        raise ConfigError(f"matmul_dtype {options.matmul_dtype} needs negative_mode batch (the "
-                          "other modes' products are per-example, not matrix products)")
-    if cbow and NEGATIVE_MODES[mode].skip_gram_only:
-        raise ConfigError(f"negative mode {mode!r} is for skip-gram; CBOW takes "
-                          + " or ".join(repr(m) for m, s in NEGATIVE_MODES.items() if not s.skip_gram_only))
-
-
-def _resolve(options: LossOptions, cbow: bool) -> LossOptions:
-    """The default mode: window-shared for skip-gram (the fastest at gensim's quality), pair
-    (word2vec's) for CBOW, where windows are not defined."""
-    if options.negative_mode is not None:
-        return options
-    return options.replace(negative_mode="pair" if cbow else "window")
-
-
-def _batch_size(options: LossOptions, cbow: bool) -> int:
-    return 256 if cbow else NEGATIVE_MODES[_resolve(options, cbow).negative_mode].default_batch_size
-
-
-def _accelerator_batch_size(options: LossOptions, cbow: bool) -> int:
-    return 256 if cbow else NEGATIVE_MODES[_resolve(options, cbow).negative_mode].accelerator_batch_size
-
-
-def _build(counts: np.ndarray, options: LossOptions, cbow: bool) -> NegativeSampling:
-    sampler = AliasSampler.from_probs(noise_distribution(counts, options.ns_exponent))
-    layer = NEGATIVE_MODES[options.negative_mode].layer
-    return layer(sampler, options.negative, options.shared_samples, cbow=cbow,
-                 matmul_dtype=options.matmul_dtype)
-
-
 @register
-def _spec() -> LossSpec:
-    return LossSpec(
-        "ns", "negative sampling (SGNS): K noise words from counts^0.75", _build,
-        options=("negative", "negative_mode", "shared_samples", "ns_exponent", "matmul_dtype"),
-        default_batch_size=_batch_size, accelerator_batch_size=_accelerator_batch_size,
-        check=_check, resolve=_resolve,
-        test_variants=({"negative_mode": "pair"}, {"negative_mode": "window"},
-                       {"negative_mode": "batch", "shared_samples": 7}, {"cbow": True}))
+@dataclass(frozen=True)
+class NegativeSamplingOptions(NoiseOptions, MatmulOptions):
+    name: str = "ns"
+    negative: int = option(5, "K noise words per example")
+    negative_mode: str | None = option(
+        None, "how the noise is drawn: pair (word2vec), window (a centre's contexts share it) or "
+              "batch (S words shared by the batch); default window for skip-gram, pair for CBOW",
+        choices=list(NEGATIVE_MODES))
+    shared_samples: int = option(64, "S noise words shared by a batch (batch mode)")
+
+    summary: ClassVar[str] = "negative sampling (SGNS): K noise words from counts^0.75"
+    test_variants: ClassVar[tuple[dict, ...]] = (
+        {"negative_mode": "pair"}, {"negative_mode": "window"},
+        {"negative_mode": "batch", "shared_samples": 7}, {"cbow": True})
+
+    def check(self, cbow: bool) -> None:
+        super().check(cbow)
+        mode = self.resolve(cbow).negative_mode
+        if self.matmul_dtype != "float32" and mode != "batch":
+            raise ConfigError(f"matmul_dtype {self.matmul_dtype} needs negative_mode batch (the "
+                              "other modes' products are per-example, not matrix products)")
+        if cbow and NEGATIVE_MODES[mode].skip_gram_only:
+            raise ConfigError(f"negative mode {mode!r} is for skip-gram; CBOW takes "
+                              + " or ".join(repr(m) for m, s in NEGATIVE_MODES.items() if not s.skip_gram_only))
+
+    def resolve(self, cbow: bool) -> "NegativeSamplingOptions":
+        """The default mode: window-shared for skip-gram (the fastest at gensim's quality), pair
+        (word2vec's) for CBOW, where windows are not defined."""
+        if self.negative_mode is not None:
+            return self
+        return self.replace(negative_mode="pair" if cbow else "window")
+
+    def batch_size(self, cbow: bool, backend: str = "cpu") -> int:
+        if cbow:
+            return 256
+        mode = NEGATIVE_MODES[self.resolve(cbow).negative_mode]
+        return mode.default_batch_size if backend == "cpu" else mode.accelerator_batch_size
+
+    def build(self, counts: np.ndarray, cbow: bool) -> NegativeSampling:
+        sampler = AliasSampler.from_probs(noise_distribution(counts, self.ns_exponent))
+        return NEGATIVE_MODES[self.negative_mode].layer(
+            sampler, self.negative, self.shared_samples, cbow=cbow, matmul_dtype=self.matmul_dtype)

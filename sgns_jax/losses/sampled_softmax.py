@@ -9,7 +9,7 @@ equal to the example's target is removed from its softmax.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +18,7 @@ import numpy as np
 
 from sgns_jax.data.vocab import noise_distribution
 from sgns_jax.losses.base import Array, Batch, Lookup, OutputTableLayer, matmul
-from sgns_jax.losses.registry import LossOptions, LossSpec, register
+from sgns_jax.losses.registry import MatmulOptions, NoiseOptions, option, register
 from sgns_jax.losses.sampler import AliasSampler
 
 
@@ -57,15 +57,15 @@ class SampledSoftmax(OutputTableLayer):
         return jax.nn.logsumexp(logits_BxS1, axis=1) - pos_B, weight_B
 
 
-def _build(counts: np.ndarray, options: LossOptions, cbow: bool) -> SampledSoftmax:
-    sampler = AliasSampler.from_probs(noise_distribution(counts, options.ns_exponent))
-    return SampledSoftmax(sampler, options.shared_samples, cbow=cbow, matmul_dtype=options.matmul_dtype)
-
-
 @register
-def _spec() -> LossSpec:
-    return LossSpec(
-        "sampled", "sampled softmax: S shared samples, logits corrected by log S·q", _build,
-        options=("shared_samples", "ns_exponent", "matmul_dtype"),
-        default_batch_size=lambda options, cbow: 256 if cbow else 1024,
-        test_variants=({"shared_samples": 9}, {"shared_samples": 9, "cbow": True}))
+@dataclass(frozen=True)
+class SampledSoftmaxOptions(NoiseOptions, MatmulOptions):
+    name: str = "sampled"
+    shared_samples: int = option(64, "S noise words shared by a batch")
+
+    summary: ClassVar[str] = "sampled softmax: S shared samples, logits corrected by log S·q"
+    test_variants: ClassVar[tuple[dict, ...]] = ({"shared_samples": 9}, {"shared_samples": 9, "cbow": True})
+
+    def build(self, counts: np.ndarray, cbow: bool):
+        sampler = AliasSampler.from_probs(noise_distribution(counts, self.ns_exponent))
+        return SampledSoftmax(sampler, self.shared_samples, cbow=cbow, matmul_dtype=self.matmul_dtype)

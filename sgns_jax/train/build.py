@@ -19,7 +19,8 @@ import optax
 from sgns_jax.data.batches import BatchSpec
 from sgns_jax.data.corpus import Corpus, default_cache_dir, encode_corpus
 from sgns_jax.errors import SgnsError
-from sgns_jax.losses import OutputLayer, ParamSpec, make_output_layer
+from sgns_jax import losses
+from sgns_jax.losses import OutputLayer, ParamSpec
 from sgns_jax.train.checkpoint import Progress, checkpoint_path, load_checkpoint
 from sgns_jax.train.config import (TrainConfig, cpu_cores, default_batch_size, default_parallelism,
                                    default_steps_per_chunk, learning_rate, resolve)
@@ -37,8 +38,7 @@ def load_corpus(cfg: TrainConfig) -> Corpus:
 
 def build_layer(cfg: TrainConfig, counts: np.ndarray) -> OutputLayer:
     """The configured output layer for a vocabulary with these counts."""
-    options = {k: v for k, v in cfg.loss.__dict__.items() if k != "name"}
-    return make_output_layer(cfg.loss.name, counts, cbow=cfg.model.cbow, **options)
+    return losses.build_layer(cfg.loss, counts, cfg.model.cbow)
 
 
 def batch_spec(cfg: TrainConfig, layer: OutputLayer) -> BatchSpec:

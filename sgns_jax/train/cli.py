@@ -2,9 +2,11 @@
 
 The flags are generated from the config dataclasses (``train/config.py``): one per field,
 spelled ``--field-name`` unless the field's metadata gives ``flags``, with its help text and
-choices (the loss and sampling-mode choices come from the loss registry). ``--set
-section.field=value`` sets any field, and flags left out keep the config file's (or default)
-value.
+choices. The ``[loss]`` flags come from the registered strategies' options classes
+(``losses/registry.py``): ``--loss`` chooses one, and each option flag belongs to the strategies
+that declare it (a flag the chosen strategy does not have is an error). Tuple-valued options
+take comma-separated values (``--cutoffs 2000,10000``). ``--set section.field=value`` sets any
+field, and flags left out keep the config file's (or default) value.
 """
 
 from __future__ import annotations
@@ -17,32 +19,36 @@ from typing import Any
 
 from sgns_jax.errors import ConfigError
 
-# Extra spellings and choices that come from elsewhere than the field's metadata.
-_LOSS_FLAGS = {"name": ("--loss",)}
-
-
 def _choices(section: str, f: dataclasses.Field) -> Any:
     if section == "loss" and f.name == "name":
         from sgns_jax.losses import specs
         return list(specs())
-    if section == "loss" and f.name == "negative_mode":
-        from sgns_jax.losses.negative_sampling import NEGATIVE_MODES
-        return list(NEGATIVE_MODES)
     return f.metadata.get("choices")
 
 
-def _scalar_type(f: dataclasses.Field, owner: type) -> type:
+def _value_type(f: dataclasses.Field, owner: type) -> Any:
+    """The field's type without its None: a scalar type, or ``tuple[item, ...]``."""
     hint = typing.get_type_hints(owner)[f.name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
+    return args[0] if args and typing.get_origin(hint) is not tuple else hint
 
 
 def _fields():
+    """(section, owner class, field, help) of every config field; the loss section's are the
+    ``name`` and every registered strategy's options."""
+    from sgns_jax.losses import LossOptions, option_fields, specs
     from sgns_jax.train.config import SECTIONS
 
     for section, cls in SECTIONS.items():
+        if section == "loss":
+            name = next(f for f in dataclasses.fields(LossOptions) if f.name == "name")
+            strategies = "; ".join(f"{n}: {c.summary}" for n, c in specs().items())
+            yield section, LossOptions, name, f"{name.metadata.get('help')} ({strategies})"
+            for f, owner, users in option_fields().values():
+                yield section, owner, f, f"{f.metadata.get('help', '')} ({', '.join(users)})"
+            continue
         for f in dataclasses.fields(cls):
-            yield section, cls, f
+            yield section, cls, f, f.metadata.get("help")
 
 
 def register(sub, add_corpus_flags) -> None:
@@ -58,37 +64,48 @@ def register(sub, add_corpus_flags) -> None:
     p.add_argument("--workers", type=int, metavar="N",
                    help="shorthand for --parallelism workers --devices N (N = 1: one stream)")
     groups = {}
-    for section, cls, f in _fields():
+    for section, cls, f, help in _fields():
         flags = f.metadata.get("flags")
-        if flags is None and section == "loss":
-            flags = _LOSS_FLAGS.get(f.name)
         if flags is None:
             flags = (f"--{f.name.replace('_', '-')}",)
         if not flags:
             continue  # positional or file-only (data.corpus)
         group = groups.setdefault(section, p.add_argument_group(section))
-        kind = _scalar_type(f, cls)
+        kind = _value_type(f, cls)
         dest = f"{section}.{f.name}"
         if kind is bool:
-            group.add_argument(*flags, dest=dest, action="store_true", help=f.metadata.get("help"))
+            group.add_argument(*flags, dest=dest, action="store_true", help=help)
         else:
-            group.add_argument(*flags, dest=dest, type=kind, choices=_choices(section, f),
-                               metavar=None if _choices(section, f) else f.name.upper(),
-                               help=f.metadata.get("help"))
+            group.add_argument(*flags, dest=dest, type=_tuple_type(kind) if typing.get_origin(kind) is tuple else kind, choices=_choices(section, f),
+                               metavar=None if _choices(section, f) else f.name.upper(), help=help)
     p.set_defaults(func=run_train)
 
 
-def _parse_value(raw: str, kind: type) -> Any:
+def _parse_value(raw: str, kind: Any) -> Any:
     if raw.lower() in ("none", "null"):
         return None
     if kind is bool:
         if raw.lower() not in ("true", "false", "1", "0"):
             raise ConfigError(f"expected true or false, got {raw!r}")
         return raw.lower() in ("true", "1")
+    if typing.get_origin(kind) is tuple:  # comma-separated items
+        item = typing.get_args(kind)[0]
+        return tuple(_parse_value(x.strip(), item) for x in raw.split(",") if x.strip())
     try:
         return kind(raw)
     except ValueError:
         raise ConfigError(f"expected {kind.__name__}, got {raw!r}") from None
+
+
+def _tuple_type(kind: Any):
+    """A comma-separated tuple for argparse: a bad item is argparse's own one-line usage error."""
+    def parse(raw: str) -> Any:
+        try:
+            return _parse_value(raw, kind)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
 
 
 def config_from_args(args: argparse.Namespace):
@@ -96,7 +113,9 @@ def config_from_args(args: argparse.Namespace):
 
     base = TrainConfig.load(args.config) if getattr(args, "config", None) else None
     d = base.to_dict() if base else {s: {} for s in SECTIONS}
-    types = {f"{section}.{f.name}": _scalar_type(f, cls) for section, cls, f in _fields()}
+    types = {f"{section}.{f.name}": _value_type(f, cls) for section, cls, f, _ in _fields()}
+    if getattr(args, "loss.name", d["loss"].get("name")) != d["loss"].get("name"):
+        d["loss"] = {}  # another strategy than the config file's: its options do not apply
     for dest in types:
         if hasattr(args, dest):
             section, key = dest.split(".")

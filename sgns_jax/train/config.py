@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sgns_jax.errors import ConfigError
-from sgns_jax.losses import LossOptions, check_options, loss_spec, resolve_options
+from sgns_jax.losses import LossOptions, check_options, loss_options, replace_options
 
 OPTIMIZERS = ("sgd", "adagrad", "adam")
 SCHEDULES = ("linear", "constant", "cosine")
@@ -59,7 +59,9 @@ class ModelConfig:
                                 "word2vec.c: 0.5)")
 
 
-LossConfig = LossOptions  # the [loss] section is defined beside the loss registry
+# The [loss] section is the chosen strategy's options class (losses/registry.py): its name
+# and the options that strategy has, defined in the strategy's own module.
+LossConfig = LossOptions
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class RunConfig:
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    loss: LossConfig = field(default_factory=loss_options)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -128,6 +130,9 @@ class TrainConfig:
             values = d.get(name, {})
             if not isinstance(values, dict):
                 raise ConfigError(f"config section [{name}] must be a table of keys")
+            if name == "loss":  # the strategy's own options class
+                kwargs[name] = loss_options(**values)
+                continue
             bad = set(values) - {g.name for g in dataclasses.fields(sub_cls)}
             if bad:
                 raise ConfigError(f"unknown key(s) in [{name}]: {', '.join(sorted(bad))}")
@@ -149,7 +154,8 @@ class TrainConfig:
 
     def replace(self, **sections: dict[str, Any]) -> "TrainConfig":
         """A copy with some fields of some sections changed: ``cfg.replace(run={"epochs": 1})``."""
-        new = {name: dataclasses.replace(getattr(self, name), **vals) for name, vals in sections.items()}
+        new = {name: replace_options(self.loss, vals) if name == "loss" else
+               dataclasses.replace(getattr(self, name), **vals) for name, vals in sections.items()}
         return dataclasses.replace(self, **new)
 
     def to_json(self) -> str:
@@ -169,18 +175,15 @@ def learning_rate(cfg: TrainConfig) -> float:
 
 def default_batch_size(cfg: TrainConfig, backend: str = "cpu") -> int:
     """Rows per step when not given: pairs (pairs layout) or centres (windows layout), inside
-    the loss's stable range (its registry entry says which).
+    the loss's stable range (its options class says which: ``LossOptions.batch_size``).
 
     The CPU's defaults are small so that a step's gathered rows stay in cache (64 windows:
     README, Performance); a GPU or TPU wants wide steps to fill its cores, so there each loss
-    takes its ``accelerator_batch_size``: the largest batch inside the range where summed
+    takes its accelerator batch: the largest batch inside the range where summed
     per-pair updates stay stable, whose quality the CPU can measure since it does not depend
     on the device (``docs/bench_accelerator_batches.json``).
     """
-    spec = loss_spec(cfg.loss.name)
-    if backend != "cpu" and spec.accelerator_batch_size is not None:
-        return spec.accelerator_batch_size(cfg.loss, cfg.model.cbow)
-    return spec.default_batch_size(cfg.loss, cfg.model.cbow)
+    return cfg.loss.batch_size(cfg.model.cbow, backend)
 
 
 def default_steps_per_chunk(cfg: TrainConfig, batch_size: int) -> int:
@@ -223,7 +226,7 @@ def default_parallelism(cfg: TrainConfig, backend: str, cores: int, device_count
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
     """The config with its model-dependent defaults filled in (what a saved config records)."""
-    return cfg.replace(loss=dataclasses.asdict(resolve_options(cfg.loss, cfg.model.cbow)),
+    return cfg.replace(loss=dataclasses.asdict(cfg.loss.resolve(cfg.model.cbow)),
                        optim={"learning_rate": learning_rate(cfg)})
 
 
