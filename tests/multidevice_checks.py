@@ -54,9 +54,10 @@ def variant_config(path, name, kw, **sections):
 def run_chunk(cfg, layer, params, chunk, parallelism, devices, update="sparse"):
     """One chunk through the runner train() would build; (host params, reported loss)."""
     corpus_words = 10**4
-    rule = make_update_rule("sgd", update, vocab_sharded=parallelism == "vocab")
+    mode = RUNNERS[parallelism]
+    rule = mode.update_rule(cfg.replace(optim={"update": update}))
     spec = batch_spec(cfg, layer)
-    runner = RUNNERS[parallelism].build(cfg, layer, rule, make_schedule(cfg, corpus_words), spec,
+    runner = mode.build(cfg, layer, rule, make_schedule(cfg, corpus_words), spec,
                                         devices, jax.random.key_data(jax.random.key(1)))
     state = runner.place(init_state(jax.tree.map(jnp.copy, params), rule))
     state, loss_sum, _ = runner.run(state, [chunk])

@@ -214,6 +214,25 @@ def test_resume_after_sigint_equals_uninterrupted(corpus_file, tmp_path, monkeyp
         train(cfg.replace(run={"resume": True}, optim={"batch_size": 16}))
 
 
+def test_checkpoints_written_before_layer_owned_leaves_still_load(corpus_file, tmp_path):
+    """Checkpoints once stored the two tables as top-level ``w_in`` and ``w_out``; they load into
+    the same state as the ``param/<name>`` format."""
+    cfg = tiny_config(corpus_file, run={"epochs": 1, "quiet": True, "checkpoint_dir": str(tmp_path / "new")})
+    train(cfg)
+    with np.load(tmp_path / "new" / "checkpoint.npz") as z:
+        assert {"param/w_in", "param/w_out"} <= set(z.files)
+        old = {k.removeprefix("param/"): z[k] for k in z.files}
+    (tmp_path / "old").mkdir()
+    np.savez(tmp_path / "old" / "checkpoint.npz", **old)
+    layer = build_layer(cfg, encode_corpus(corpus_file, min_count=1).vocab.counts)
+    template = init_state(init_params(layer, 30, 8, jax.random.key(0)), make_update_rule("sgd", "sparse"))
+    new_state, new_progress, _ = load_checkpoint(tmp_path / "new", template)
+    old_state, old_progress, _ = load_checkpoint(tmp_path / "old", template)
+    assert new_progress == old_progress and list(old_state.params) == list(template.params)
+    for k in template.params:
+        np.testing.assert_array_equal(old_state.params[k], new_state.params[k])
+
+
 def test_nan_loss_stops_with_a_message(corpus_file):
     cfg = tiny_config(corpus_file, optim={"learning_rate": 1e30, "schedule": "constant"})
     with pytest.raises(TrainingDiverged, match=r"loss became .* in steps \d+"):
@@ -587,7 +606,8 @@ def test_skipgram_hs_step_is_word2vecs_update():
 
 
 def test_default_parallelism_follows_the_machine_and_the_tables():
-    from sgns_jax.train.config import DEFAULT_WORKERS_MAX_TABLE_BYTES, default_parallelism
+    from sgns_jax.train.runners import DEFAULT_WORKERS_MAX_TABLE_BYTES
+    from sgns_jax.train.runners import choose as default_parallelism
 
     cfg = TrainConfig()
     small, large = 32 << 20, DEFAULT_WORKERS_MAX_TABLE_BYTES + 1

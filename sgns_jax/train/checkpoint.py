@@ -58,11 +58,12 @@ def save_checkpoint(directory: str | Path, state: TrainState, progress: Progress
 
 def _saved_params(z) -> dict[str, np.ndarray]:
     """The parameter leaves of an open checkpoint: ``param/<name>`` entries, or — written before
-    layers declared their own leaves — the two tables ``w_in`` and ``w_out``."""
+    layers declared their own leaves — every entry that is not the step, metadata or optimizer
+    state (the two tables, under their leaf names)."""
     names = [k for k in z.files if k.startswith("param/")]
     if names:
         return {k[len("param/"):]: z[k] for k in names}
-    return {k: z[k] for k in ("w_in", "w_out") if k in z.files}
+    return {k: z[k] for k in z.files if k not in ("step", "meta") and not k.startswith("opt_")}
 
 
 def load_checkpoint(directory: str | Path, template: TrainState) -> tuple[TrainState, Progress, dict]:

@@ -23,7 +23,13 @@ def _choices(section: str, f: dataclasses.Field) -> Any:
     if section == "loss" and f.name == "name":
         from sgns_jax.losses import specs
         return list(specs())
-    return f.metadata.get("choices")
+    choices = f.metadata.get("choices")
+    return choices() if callable(choices) else choices
+
+
+def _help(f: dataclasses.Field) -> str | None:
+    help = f.metadata.get("help")
+    return help() if callable(help) else help
 
 
 def _value_type(f: dataclasses.Field, owner: type) -> Any:
@@ -48,7 +54,7 @@ def _fields():
                 yield section, owner, f, f"{f.metadata.get('help', '')} ({', '.join(users)})"
             continue
         for f in dataclasses.fields(cls):
-            yield section, cls, f, f.metadata.get("help")
+            yield section, cls, f, _help(f)
 
 
 def register(sub, add_corpus_flags) -> None:
@@ -61,8 +67,10 @@ def register(sub, add_corpus_flags) -> None:
     p.add_argument("--config", help="JSON or TOML file with [data] [model] [loss] [optim] [run]")
     p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", dest="overrides",
                    help="set any config field, e.g. --set optim.learning_rate=0.035 (repeatable)")
+    from sgns_jax.train.runners import Workers
+
     p.add_argument("--workers", type=int, metavar="N",
-                   help="shorthand for --parallelism workers --devices N (N = 1: one stream)")
+                   help=f"shorthand for --parallelism {Workers.name} --devices N (N = 1: one stream)")
     groups = {}
     for section, cls, f, help in _fields():
         flags = f.metadata.get("flags")
@@ -121,7 +129,10 @@ def config_from_args(args: argparse.Namespace):
             section, key = dest.split(".")
             d[section][key] = getattr(args, dest)
     if getattr(args, "workers", None) is not None:
-        d["run"].update(parallelism="workers" if args.workers > 1 else "single", devices=args.workers)
+        from sgns_jax.train.runners import SingleDevice, Workers
+
+        d["run"].update(parallelism=Workers.name if args.workers > 1 else SingleDevice.name,
+                        devices=args.workers)
     for item in getattr(args, "overrides", None) or []:
         key, sep, raw = item.partition("=")
         if not sep or key not in types:

@@ -10,18 +10,20 @@ these fields, ``train/cli.py``) or a JSON/TOML file with the same nested keys; s
 every output as JSON, with every default resolved (:func:`resolve`).
 
 Each field's ``metadata`` holds its help text, and optionally ``flags`` (the CLI spellings)
-and ``choices``.
+and ``choices``; help and choices may be zero-argument callables, read when the CLI is built
+(the parallelism modes come from the runner registry).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import jax
 
 from sgns_jax.errors import ConfigError
 from sgns_jax.losses import LossOptions, check_options, loss_options, replace_options
@@ -29,7 +31,6 @@ from sgns_jax.losses import LossOptions, check_options, loss_options, replace_op
 OPTIMIZERS = ("sgd", "adagrad", "adam")
 SCHEDULES = ("linear", "constant", "cosine")
 UPDATE_RULES = ("sparse", "dense")
-PARALLELISM = ("single", "data", "vocab", "workers")
 
 
 def _f(default: Any, help: str, **meta: Any) -> Any:
@@ -93,12 +94,12 @@ class RunConfig:
     verbose: bool = _f(False, "also print the whole config")
     max_seconds: float | None = _f(None, "training-time budget; stop after the chunk that ends it")
     max_words: int | None = _f(None, "word budget: the schedule spans min(epochs × words, this)")
-    parallelism: str | None = _f(None, "single stream, data-parallel devices, vocabulary-sharded "
-                                       "tables, or Hogwild-style worker streams (default: "
-                                       "workers on a multi-core CPU, else single)",
-                                 choices=PARALLELISM)
-    devices: int | None = _f(None, "devices (data, vocab) or worker streams (workers) to use "
-                                   "(default: all; on the CPU one stream per core, at most 4)")
+    # The modes and their help come from the runner registry (train/runners.py).
+    parallelism: str | None = _f(None, lambda: "how the chunks run (default: the runners' policy "
+                                               "for this machine): " + _runners().modes_help(),
+                                 choices=lambda: list(_runners().RUNNERS))
+    devices: int | None = _f(None, "devices, or worker streams, the parallelism uses (default: "
+                                   "the mode's own: all devices, or one stream per core, at most 4)")
     merge_every: int = _f(2, "worker streams: chunks each stream trains between merges (fewer: "
                              "less stale updates, more merges; docs/architecture.md)")
     coordinator: str | None = _f(None, "host:port of process 0, to join a jax.distributed run")
@@ -192,42 +193,22 @@ def default_steps_per_chunk(cfg: TrainConfig, batch_size: int) -> int:
     return cfg.optim.steps_per_chunk or max(32, 8192 // batch_size)
 
 
-# Worker streams merge what each round changed, and a large vocabulary changes many rows per
-# round: on the 2-core machine two streams beat one at 10k words (1.7–1.8×) and lost from 100k
-# words on (100k × 100: 0.61×, 1M × 300: 0.25×; experiments/bench_vocab_scaling.py, rows in
-# docs/bench_vocab_scaling.md); at 40k × 100 (mid.txt.gz) the default with two streams ran 1.69×
-# gensim's words/s (docs/bench_vs_gensim_mid.json). By default they are used only while both
-# tables together stay below this size (V·D ≤ 6M floats).
-DEFAULT_WORKERS_MAX_TABLE_BYTES = 48 << 20
+def resolve(cfg: TrainConfig, param_bytes: int) -> TrainConfig:
+    """The run's config with every default filled in, in one step (what is saved beside the
+    outputs and in checkpoints, and all that building reads): the loss options' model-
+    dependent defaults, the learning rate, the parallelism and devices for this machine (the
+    runners' default policy; ``param_bytes``: one copy of the parameter tree), and the batch
+    size (it depends on the backend the mode runs on) and steps per chunk."""
+    from sgns_jax.train import runners
 
-
-def default_parallelism(cfg: TrainConfig, backend: str, cores: int, device_count: int,
-                        process_count: int, table_bytes: int) -> tuple[str, int | None]:
-    """(parallelism, devices) when the config leaves them open (devices None: all).
-
-    Several processes, or several accelerators: data parallelism over all devices. On a CPU
-    with several cores, SGD trains in worker streams, one per core (at most 4: more streams on
-    2 cores measured no faster), as gensim's worker threads use the cores — unless another
-    optimizer is chosen or the tables exceed ``DEFAULT_WORKERS_MAX_TABLE_BYTES`` (merges of
-    large vocabularies cost more than the second stream gains).
-    Otherwise one stream on one device.
-    """
-    r = cfg.run
-    if r.parallelism is not None:
-        return r.parallelism, r.devices
-    if process_count > 1 or (backend != "cpu" and device_count > 1):
-        return "data", r.devices
-    workers = min(cores, 4) if r.devices is None else r.devices
-    if (backend == "cpu" and workers > 1 and cfg.optim.optimizer == "sgd"
-            and table_bytes <= DEFAULT_WORKERS_MAX_TABLE_BYTES):
-        return "workers", workers
-    return "single", 1
-
-
-def resolve(cfg: TrainConfig) -> TrainConfig:
-    """The config with its model-dependent defaults filled in (what a saved config records)."""
-    return cfg.replace(loss=dataclasses.asdict(cfg.loss.resolve(cfg.model.cbow)),
-                       optim={"learning_rate": learning_rate(cfg)})
+    parallelism, devices = runners.resolve_mode(cfg, param_bytes)
+    backend = "cpu" if runners.runner(parallelism).cpu_only else jax.default_backend()
+    loss = cfg.loss.resolve(cfg.model.cbow)
+    batch_size = cfg.optim.batch_size or loss.batch_size(cfg.model.cbow, backend)
+    return cfg.replace(loss=dataclasses.asdict(loss),
+                       optim={"learning_rate": learning_rate(cfg), "batch_size": batch_size,
+                              "steps_per_chunk": default_steps_per_chunk(cfg, batch_size)},
+                       run={"parallelism": parallelism, "devices": devices})
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -255,8 +236,6 @@ def validate(cfg: TrainConfig) -> None:
         (r.max_words is None or r.max_words >= 1, f"max_words must be >= 1, got {r.max_words}"),
         (r.devices is None or r.devices >= 1, f"devices must be >= 1, got {r.devices}"),
         (r.merge_every >= 1, f"merge_every must be >= 1, got {r.merge_every}"),
-        (r.parallelism is None or r.parallelism in PARALLELISM,
-         f"unknown parallelism {r.parallelism!r}; choose one of {', '.join(PARALLELISM)}"),
         (0 <= r.process_id < max(r.num_processes, 1), "process_id must be in [0, num_processes)"),
     ]
     for ok, message in checks:
@@ -265,10 +244,10 @@ def validate(cfg: TrainConfig) -> None:
     check_options(cfg.loss, m.cbow)
     # Each parallelism mode's own constraints live with its runner (train/runners.py).
     if r.parallelism is not None:
-        from sgns_jax.train.runners import RUNNERS
-
-        RUNNERS[r.parallelism].check(cfg)
+        _runners().runner(r.parallelism).check(cfg)
 
 
-def cpu_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+def _runners():
+    from sgns_jax.train import runners  # imported late: runners import the step, the step the losses
+
+    return runners

@@ -25,6 +25,7 @@ from sgns_jax.train.build import Run, build_run
 from sgns_jax.train.config import TrainConfig
 from sgns_jax.train.hooks import ChunkEvent, Hooks, TrainingInterrupted, interrupt_flag
 from sgns_jax.train.memory import estimate_memory
+from sgns_jax.train.runners import runner
 
 __all__ = ["ChunkEvent", "TrainResult", "TrainingInterrupted", "train", "write_outputs"]
 
@@ -154,13 +155,11 @@ def run_summary(run: Run) -> str:
     cfg, corpus, spec = run.cfg, run.corpus, run.spec
     o = cfg.optim
     chunk_bytes = sum(a.nbytes for a in spec.zero_chunk().values())
-    memory = estimate_memory(run.param_specs, len(corpus),
-                             workers=run.devices if run.parallelism == "workers" else 1,
+    mode, devices = runner(cfg.run.parallelism), cfg.run.devices
+    memory = estimate_memory(run.param_specs, len(corpus), copies=mode.table_copies(devices),
                              optimizer=o.optimizer, dense_update=o.update == "dense",
                              chunk_bytes=chunk_bytes)
-    parallel = {"single": "one stream", "data": f"{run.devices} data-parallel devices",
-                "vocab": f"tables split over {run.devices} devices",
-                "workers": f"{run.devices} worker streams"}[run.parallelism]
+    parallel = mode.describe(devices)
     return "\n".join([
         f"corpus: {corpus.raw_tokens:,} tokens, {len(corpus):,} in the vocabulary of "
         f"{len(corpus.vocab):,} words; {cfg.run.epochs} epoch(s)",

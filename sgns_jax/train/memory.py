@@ -36,12 +36,12 @@ class MemoryEstimate:
         return f"memory: {', '.join(parts)}; about {self.total_bytes / 2**30:.2f} GB with the JAX runtime"
 
 
-def estimate_memory(specs: dict, corpus_tokens: int, *, workers: int,
+def estimate_memory(specs: dict, corpus_tokens: int, *, copies: int,
                     optimizer: str, dense_update: bool, chunk_bytes: int) -> MemoryEstimate:
-    """Bytes a run needs, from its parameter tree (``{name: ParamSpec}``). ``workers`` streams
-    keep one copy each plus the round's base; the dense update path adds a gradient the size of
-    the tables."""
+    """Bytes a run needs, from its parameter tree (``{name: ParamSpec}``) and the ``copies`` of
+    it the parallelism keeps (its runner says); the dense update path adds a gradient the size
+    of the tables."""
     tables = sum(spec.nbytes for spec in specs.values())
-    copies = 1 + (workers if workers > 1 else 0) + (1 if dense_update else 0)
+    copies = copies + (1 if dense_update else 0)
     return MemoryEstimate(tables, copies, tables * _OPTIMIZER_SLOTS.get(optimizer, 2),
                           4 * corpus_tokens, 3 * chunk_bytes)

@@ -1,23 +1,27 @@
-"""Runners: where and how the jitted chunks run — one per ``run.parallelism`` choice.
+"""Runners: where and how the jitted chunks run — one per ``run.parallelism`` mode.
 
-A runner places the state, compiles the chunk function before the clock starts, and trains
-groups of chunks:
+Each mode is a :class:`Runner` subclass registered in :data:`RUNNERS` under its ``name``, and
+owns everything that varies with it: its one-line ``help`` (the CLI's choices and help read
+them), the settings it refuses (``check``), the update rule it needs (``update_rule``), the
+copies of the tables it keeps (``table_copies``, for the memory estimate), its line in the run
+summary (``describe``), and whether it runs on CPU devices whatever the host's backend
+(``cpu_only``, for the default batch size). :func:`choose` is the default policy when the
+config leaves the mode open. A built runner places the state, compiles the chunk function
+before the clock starts, and trains groups of chunks:
 
 * ``place(state) -> state``; ``compile(state, arrays)``; ``run(state, chunks) -> (state,
   loss_sum, count)`` over ``chunks_per_call`` consecutive chunks; ``host_params(state)``.
 
-:class:`SingleDevice` (one device), :class:`DataParallel` (``shard_map`` over a ``data`` mesh,
-the batch split, the state replicated; many processes with ``jax.distributed``),
-:class:`VocabSharded` (the tables' rows split over the mesh, model parallelism) and
-:class:`Workers` (Hogwild-style streams, ``train/workers.py``). Each checks the settings it
-cannot honour in ``check(cfg)`` and is built by ``build(cfg, layer, rule, schedule, spec,
-devices, root_key_data)`` (``spec``: the run's :class:`~sgns_jax.data.batches.BatchSpec`;
-``devices``: how many).
+Modes: ``single`` (one device), ``data`` and ``vocab`` (one :class:`ShardMapped` runner over a
+1-D mesh: the batch split and the state replicated, or the tables' rows split and the batch
+replicated; many processes with ``jax.distributed`` for ``data``) and ``workers`` (Hogwild-style
+streams, ``train/workers.py``). Adding a mode is a subclass here and an entry in ``RUNNERS``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+import os
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -27,6 +31,7 @@ from sgns_jax.losses.base import OutputLayer
 from sgns_jax.train.parallel import (DATA_AXIS, check_batch_divisible, data_mesh, fetch,
                                      pad_rows, replicate, shard_chunk, shard_rows)
 from sgns_jax.train.step import TrainState, chunk_steps
+from sgns_jax.train.updates import VocabShardedSGD, make_update_rule
 from sgns_jax.train.workers import WorkerStreams
 
 P = jax.sharding.PartitionSpec
@@ -58,16 +63,62 @@ def cpu_devices(count: int) -> list[jax.Device]:
     return devices[:count]
 
 
-class SingleDevice:
-    """The chunk jitted on the default device, its state donated."""
+class Runner:
+    """A parallelism mode (class level) and, once built, the runner of a run (instance)."""
 
+    name: ClassVar[str]
+    help: ClassVar[str]
+    cpu_only: ClassVar[bool] = False  # runs on CPU devices on any host (the batch follows the CPU)
     chunks_per_call = 1
 
-    @staticmethod
-    def check(cfg) -> None:
+    @classmethod
+    def check(cls, cfg) -> None:
+        """Raise ``ConfigError`` for settings this mode cannot honour."""
+
+    @classmethod
+    def update_rule(cls, cfg):
+        return make_update_rule(cfg.optim.optimizer, cfg.optim.update)
+
+    @classmethod
+    def table_copies(cls, devices: int) -> int:
+        """Copies of the parameter tables the run holds in memory."""
+        return 1
+
+    @classmethod
+    def default_devices(cls) -> int:
+        """The devices this mode uses when the config does not say."""
+        return 1
+
+    @classmethod
+    def describe(cls, devices: int) -> str:
+        raise NotImplementedError
+
+    @classmethod
+    def build(cls, cfg, layer, rule, schedule, spec, devices, root_key_data) -> "Runner":
+        """The runner of a run (``spec``: its :class:`~sgns_jax.data.batches.BatchSpec`;
+        ``devices``: how many)."""
+        raise NotImplementedError
+
+    def host_params(self, state: TrainState, shapes: Mapping[str, tuple]) -> dict[str, np.ndarray]:
+        """The parameter leaves as numpy arrays of their declared ``shapes`` (without the rows
+        a vocabulary-sharded run padded on)."""
+        return {k: fetch(v)[:shapes[k][0]] for k, v in state.params.items()}
+
+
+class SingleDevice(Runner):
+    """The chunk jitted on the default device, its state donated."""
+
+    name, help = "single", "one stream on one device"
+
+    @classmethod
+    def check(cls, cfg) -> None:
         if (cfg.run.devices or 1) > 1:
-            raise ConfigError("parallelism 'single' runs on one device; choose data, vocab or "
-                              "workers for more")
+            raise ConfigError("parallelism 'single' runs on one device; choose another mode for more "
+                              f"({', '.join(n for n in RUNNERS if n != cls.name)})")
+
+    @classmethod
+    def describe(cls, devices: int) -> str:
+        return "one stream"
 
     @classmethod
     def build(cls, cfg, layer, rule, schedule, spec, devices, root_key_data):
@@ -88,32 +139,66 @@ class SingleDevice:
     def run(self, state: TrainState, chunks: Sequence[Mapping[str, Any]]):
         return self.chunk_fn(state, self.place_arrays(chunks[0]), self.root_key)
 
-    def host_params(self, state: TrainState, shapes: Mapping[str, tuple]) -> dict[str, np.ndarray]:
-        """The parameter leaves as numpy arrays of their declared ``shapes`` (without the rows
-        a vocabulary-sharded run padded on)."""
-        return {k: fetch(v)[:shapes[k][0]] for k, v in state.params.items()}
 
+class ShardMapped(SingleDevice):
+    """The chunk under ``jax.shard_map`` over a 1-D ``data`` mesh, one of two ways (``split``):
 
-class DataParallel(SingleDevice):
-    """The batch split over a 1-D ``data`` mesh (``jax.shard_map``), the state replicated; every
-    device draws the global batch's noise, so 1, 2, 4 or 8 devices give the same update."""
+    * ``"batch"`` — data parallelism: the batch split, the state replicated; every device draws
+      the global batch's noise, so 1, 2, 4 or 8 devices give the same update;
+    * ``"rows"`` — model parallelism: every leaf's rows split (plus padding to a multiple of
+      the devices), the whole batch on every device (``train/updates.VocabShardedSGD``).
+    """
 
-    @staticmethod
-    def check(cfg) -> None:
-        pass  # batch divisibility is checked at build time, against the device count
+    split: ClassVar[str] = "batch"
+
+    @classmethod
+    def over(cls, split: str, name: str, help: str) -> type["ShardMapped"]:
+        """The mode that splits ``split`` (a registry entry)."""
+        return type(f"ShardMapped_{name}", (cls,), {"split": split, "name": name, "help": help})
+
+    @classmethod
+    def default_devices(cls) -> int:
+        return jax.device_count()
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        if cls.split == "batch":
+            return  # batch divisibility is checked at build time, against the device count
+        if cfg.optim.optimizer != "sgd" or cfg.optim.update != "sparse":
+            raise ConfigError(f"parallelism {cls.name!r} needs optimizer sgd and the sparse update")
+        if cfg.run.coordinator:
+            raise ConfigError(f"parallelism {cls.name!r} runs in one process")
+
+    @classmethod
+    def update_rule(cls, cfg):
+        return VocabShardedSGD() if cls.split == "rows" else super().update_rule(cfg)
+
+    @classmethod
+    def describe(cls, devices: int) -> str:
+        return (f"{devices} data-parallel devices" if cls.split == "batch"
+                else f"tables split over {devices} devices")
 
     @classmethod
     def build(cls, cfg, layer, rule, schedule, spec, devices, root_key_data):
+        if cls.split == "rows" and any(_whole_table_roles(layer)):
+            raise ConfigError(f"parallelism {cls.name!r} needs a sampled or tree loss: this loss "
+                              "reads whole tables")
         mesh = data_mesh(devices)
-        check_batch_divisible(spec.batch_size, mesh.size)
+        if cls.split == "batch":
+            check_batch_divisible(spec.batch_size, mesh.size)
         chunk = chunk_steps(layer, rule, schedule, axis_name=DATA_AXIS)
+        rows = cls.split == "rows"
 
         def sharded(state, arrays, root_key):
-            specs = {k: P() if k == "words" else P(None, DATA_AXIS) for k in arrays}
+            state_spec = (TrainState({k: P(DATA_AXIS) for k in state.params},
+                                     jax.tree.map(lambda _: P(), state.opt_state), P())
+                          if rows else P())
+            arrays_spec = P() if rows else {k: P() if k == "words" else P(None, DATA_AXIS)
+                                            for k in arrays}
             # check_vma=False: gradients of replicated values come back as local (unsummed)
             # contributions, and the update rule reduces each exactly once.
-            f = jax.shard_map(chunk, mesh=mesh, in_specs=(P(), specs, P()),
-                              out_specs=(P(), P(), P()), check_vma=False)
+            f = jax.shard_map(chunk, mesh=mesh, in_specs=(state_spec, arrays_spec, P()),
+                              out_specs=(state_spec, P(), P()), check_vma=False)
             return f(state, arrays, root_key)
 
         return cls(jax.jit(sharded, donate_argnums=(0,)), replicate(root_key_data, mesh), mesh)
@@ -123,50 +208,12 @@ class DataParallel(SingleDevice):
         self.mesh = mesh
 
     def place(self, state):
+        if self.split == "rows":
+            return state._replace(params=shard_rows(pad_rows(state.params, self.mesh.size), self.mesh))
         return replicate(state, self.mesh)
 
     def place_arrays(self, arrays):
-        return shard_chunk(arrays, self.mesh)
-
-
-class VocabSharded(SingleDevice):
-    """The tables' rows split over the mesh: each device holds V/N rows (plus padding to a
-    multiple of N) and sees the whole batch (``train/updates.VocabShardedSGD``)."""
-
-    @staticmethod
-    def check(cfg) -> None:
-        if cfg.optim.optimizer != "sgd" or cfg.optim.update != "sparse":
-            raise ConfigError("parallelism 'vocab' needs optimizer sgd and the sparse update")
-        if cfg.run.coordinator:
-            raise ConfigError("parallelism 'vocab' runs in one process")
-
-    @classmethod
-    def build(cls, cfg, layer, rule, schedule, spec, devices, root_key_data):
-        if any(look_all for look_all in _whole_table_roles(layer)):
-            raise ConfigError("parallelism 'vocab' needs a sampled or tree loss: this loss reads "
-                              "whole tables")
-        mesh = data_mesh(devices)
-        chunk = chunk_steps(layer, rule, schedule, axis_name=DATA_AXIS)
-
-        def sharded(state, arrays, root_key):
-            spec = TrainState({k: P(DATA_AXIS) for k in state.params},
-                              jax.tree.map(lambda _: P(), state.opt_state), P())
-            f = jax.shard_map(chunk, mesh=mesh, in_specs=(spec, P(), P()),
-                              out_specs=(spec, P(), P()), check_vma=False)
-            return f(state, arrays, root_key)
-
-        return cls(jax.jit(sharded, donate_argnums=(0,)), replicate(root_key_data, mesh), mesh)
-
-    def __init__(self, chunk_fn, root_key_data, mesh):
-        super().__init__(chunk_fn, root_key_data)
-        self.mesh = mesh
-
-    def place(self, state):
-        devices = self.mesh.size
-        return state._replace(params=shard_rows(pad_rows(state.params, devices), self.mesh))
-
-    def place_arrays(self, arrays):
-        return dict(arrays)
+        return dict(arrays) if self.split == "rows" else shard_chunk(arrays, self.mesh)
 
 
 def _whole_table_roles(layer: OutputLayer) -> list[bool]:
@@ -182,15 +229,43 @@ def _whole_table_roles(layer: OutputLayer) -> list[bool]:
     return [look.ids is None for look in layer.lookups(batch, noise).values()]
 
 
-class Workers:
-    """Hogwild-style worker streams, one per device (``train/workers.py``)."""
+class Workers(Runner):
+    """Hogwild-style worker streams, one per CPU device (``train/workers.py``)."""
 
-    @staticmethod
-    def check(cfg) -> None:
+    name, help = "workers", "Hogwild-style worker streams, one per CPU core (SGD)"
+    cpu_only = True
+
+    @classmethod
+    def check(cls, cfg) -> None:
         if cfg.optim.optimizer != "sgd":
-            raise ConfigError("parallelism 'workers' needs optimizer sgd")
+            raise ConfigError(f"parallelism {cls.name!r} needs optimizer sgd")
         if cfg.run.coordinator:
-            raise ConfigError("parallelism 'workers' runs in one process")
+            raise ConfigError(f"parallelism {cls.name!r} runs in one process")
+
+    @classmethod
+    def table_copies(cls, devices: int) -> int:
+        return devices + 1 if devices > 1 else 1  # a replica per stream and the round's base
+
+    @classmethod
+    def default_devices(cls) -> int:
+        return max(1, min(cpu_cores(), MAX_DEFAULT_STREAMS, len(jax.local_devices())))
+
+    @classmethod
+    def describe(cls, devices: int) -> str:
+        return f"{devices} worker streams"
+
+    @classmethod
+    def prepare(cls, cfg) -> None:
+        """Worker streams need one CPU device each, created before anything starts JAX's
+        backend (the output layer's arrays would): ask for them first, whether or not the
+        default policy then uses them."""
+        if cfg.run.parallelism in (None, cls.name):
+            wanted = cfg.run.devices or min(cpu_cores(), MAX_DEFAULT_STREAMS)
+            if wanted > 1 and jax.config.jax_num_cpu_devices < wanted:
+                try:
+                    jax.config.update("jax_num_cpu_devices", wanted)
+                except RuntimeError:
+                    pass  # JAX already started: the defaults use what it has
 
     @classmethod
     def build(cls, cfg, layer, rule, schedule, spec, devices, root_key_data):
@@ -212,7 +287,78 @@ class Workers:
     def run(self, state, chunks):
         return self.streams.round(state, chunks)
 
-    host_params = SingleDevice.host_params
+
+RUNNERS: dict[str, type[Runner]] = {r.name: r for r in (
+    SingleDevice,
+    ShardMapped.over("batch", "data", "data parallelism: the batch split over the devices "
+                     "(accelerators; jax.distributed for many hosts)"),
+    ShardMapped.over("rows", "vocab", "the tables' rows split over the devices (model "
+                     "parallelism, one process)"),
+    Workers,
+)}
 
 
-RUNNERS = {"single": SingleDevice, "data": DataParallel, "vocab": VocabSharded, "workers": Workers}
+def runner(name: str) -> type[Runner]:
+    if name not in RUNNERS:
+        raise ConfigError(f"unknown parallelism {name!r}; choose one of {', '.join(RUNNERS)}")
+    return RUNNERS[name]
+
+
+def modes_help() -> str:
+    return "; ".join(f"{name}: {r.help}" for name, r in RUNNERS.items())
+
+
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# More streams than this measured no faster on the 2-core machine.
+MAX_DEFAULT_STREAMS = 4
+
+# Worker streams merge what each round changed, and a large vocabulary changes many rows per
+# round: two streams beat one at 10k words and lost from 100k words on
+# (docs/bench_vocab_scaling.md; figures in docs/performance_notes.md). By default they are used
+# only while the tables together stay below this size (V·D ≤ 6M floats).
+DEFAULT_WORKERS_MAX_TABLE_BYTES = 48 << 20
+
+
+def choose(cfg, backend: str, cores: int, device_count: int, process_count: int,
+           table_bytes: int) -> tuple[str, int | None]:
+    """(mode, devices) when the config leaves them open (devices None: all).
+
+    Several processes, or several accelerators: data parallelism over all devices. On a CPU
+    with several cores, SGD trains in worker streams, one per core (at most
+    ``MAX_DEFAULT_STREAMS``), as gensim's worker threads use the cores — unless another
+    optimizer is chosen or the tables exceed ``DEFAULT_WORKERS_MAX_TABLE_BYTES`` (merges of
+    large vocabularies cost more than the second stream gains). Otherwise one stream.
+    """
+    r = cfg.run
+    if r.parallelism is not None:
+        return r.parallelism, r.devices
+    if process_count > 1 or (backend != "cpu" and device_count > 1):
+        return "data", r.devices
+    workers = min(cores, MAX_DEFAULT_STREAMS) if r.devices is None else r.devices
+    if (backend == "cpu" and workers > 1 and cfg.optim.optimizer == "sgd"
+            and table_bytes <= DEFAULT_WORKERS_MAX_TABLE_BYTES):
+        return "workers", workers
+    return "single", 1
+
+
+def prepare(cfg) -> None:
+    """What modes must do before JAX's backend starts (worker streams' CPU devices)."""
+    start_distributed(cfg.run)
+    for r in RUNNERS.values():
+        if hasattr(r, "prepare"):
+            r.prepare(cfg)
+
+
+def resolve_mode(cfg, table_bytes: int) -> tuple[str, int]:
+    """(mode, devices) for this machine: the configured ones, or the default policy's, with
+    the devices it has."""
+    parallelism, devices = choose(cfg, jax.default_backend(), cpu_cores(), jax.device_count(),
+                                  jax.process_count(), table_bytes)
+    if cfg.run.parallelism is None and parallelism == Workers.name:
+        devices = min(devices, len(jax.local_devices()))
+        if devices < 2:
+            parallelism = SingleDevice.name
+    return parallelism, devices or runner(parallelism).default_devices()

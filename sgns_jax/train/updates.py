@@ -199,10 +199,9 @@ TRANSFORMS = {"adagrad": lambda: optax.scale_by_rss(initial_accumulator_value=0.
               "adam": optax.scale_by_adam}
 
 
-def make_update_rule(optimizer: str, update: str, vocab_sharded: bool = False):
-    """The rule for ``optimizer`` (sgd, adagrad, adam) and ``update`` (sparse, dense)."""
-    if vocab_sharded:
-        return VocabShardedSGD()
+def make_update_rule(optimizer: str, update: str):
+    """The rule for ``optimizer`` (sgd, adagrad, adam) and ``update`` (sparse, dense) on
+    replicated tables (a runner that splits them picks its own: ``Runner.update_rule``)."""
     transform = optax.identity() if optimizer == "sgd" else TRANSFORMS[optimizer]()
     if update == "dense":
         return DenseOptax(transform)
