@@ -22,31 +22,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sgns_jax.data.vocab import noise_distribution
-from sgns_jax.losses.base import Array, Batch, Lookup, OutputTableLayer, matmul
+from sgns_jax.losses.base import Array, Batch, Lookup, matmul
+from sgns_jax.losses.noise import SharedNoise, noise_sampler
 from sgns_jax.losses.registry import MatmulOptions, NoiseOptions, option, register
-from sgns_jax.losses.sampler import AliasSampler
 
 
 @dataclass(frozen=True, eq=False)
-class BlackOut(OutputTableLayer):
-    sampler: AliasSampler
-    samples: int = 64
-    cbow: bool = False
-    matmul_dtype: str = "float32"  # the [B × S] product (base.matmul)
-
-    noise_per_row = False
+class BlackOut(SharedNoise):
+    """S samples shared by the batch (``noise.SharedNoise``), weighted 1/q."""
 
     def describe(self) -> str:
         return f"BlackOut (S={self.samples})"
-
-    def sample_noise(self, key: Array, rows: int) -> Array:
-        return self.sampler.sample(key, (self.samples,))  # [S], shared by the batch
-
-    def lookups(self, batch: Batch, noise: Array) -> dict[str, Lookup]:
-        target_B, _ = self.targets(batch)
-        return {"input": self.input_lookup(batch), "out": Lookup("w_out", target_B),
-                "shared": Lookup("w_out", noise)}
 
     def example_losses(self, rows: Mapping[str, Array], lookups: Mapping[str, Lookup],
                        batch: Batch) -> tuple[Array, Array]:
@@ -74,5 +60,5 @@ class BlackOutOptions(NoiseOptions, MatmulOptions):
     test_variants: ClassVar[tuple[dict, ...]] = ({"shared_samples": 9}, {"shared_samples": 9, "cbow": True})
 
     def build(self, counts: np.ndarray, cbow: bool):
-        sampler = AliasSampler.from_probs(noise_distribution(counts, self.ns_exponent))
-        return BlackOut(sampler, self.shared_samples, cbow=cbow, matmul_dtype=self.matmul_dtype)
+        return BlackOut(noise_sampler(counts, self.ns_exponent), samples=self.shared_samples,
+                        cbow=cbow, matmul_dtype=self.matmul_dtype)

@@ -15,29 +15,17 @@ import jax.numpy as jnp
 
 import numpy as np
 
-from sgns_jax.data.vocab import noise_distribution
-from sgns_jax.losses.base import Array, Batch, Lookup, OutputTableLayer, log_sigmoid
+from sgns_jax.losses.base import Array, Batch, Lookup, log_sigmoid
+from sgns_jax.losses.noise import PerExampleNoise, noise_sampler
 from sgns_jax.losses.registry import NoiseOptions, option, register
-from sgns_jax.losses.sampler import AliasSampler
 
 
 @dataclass(frozen=True, eq=False)
-class NoiseContrastiveEstimation(OutputTableLayer):
-    sampler: AliasSampler
-    negatives: int = 5
-    cbow: bool = False
+class NoiseContrastiveEstimation(PerExampleNoise):
+    """K fresh noise words per pair (``noise.PerExampleNoise``), logits corrected by log K·q."""
 
     def describe(self) -> str:
         return f"NCE (K={self.negatives})"
-
-    def sample_noise(self, key: Array, rows: int) -> Array:
-        return self.sampler.sample(key, (rows, self.negatives))
-
-    def lookups(self, batch: Batch, noise: Array) -> dict[str, Lookup]:
-        target_B, _ = self.targets(batch)
-        neg_BxK = noise
-        return {"input": self.input_lookup(batch),
-                "out": Lookup("w_out", jnp.concatenate([target_B[:, None], neg_BxK], 1))}
 
     def example_losses(self, rows: Mapping[str, Array], lookups: Mapping[str, Lookup],
                        batch: Batch) -> tuple[Array, Array]:
@@ -60,5 +48,5 @@ class NoiseContrastiveEstimationOptions(NoiseOptions):
     test_variants: ClassVar[tuple[dict, ...]] = ({}, {"cbow": True})
 
     def build(self, counts: np.ndarray, cbow: bool):
-        sampler = AliasSampler.from_probs(noise_distribution(counts, self.ns_exponent))
-        return NoiseContrastiveEstimation(sampler, self.negative, cbow=cbow)
+        return NoiseContrastiveEstimation(noise_sampler(counts, self.ns_exponent),
+                                          negatives=self.negative, cbow=cbow)

@@ -25,23 +25,14 @@ from typing import ClassVar, Mapping
 import jax.numpy as jnp
 import numpy as np
 
-from sgns_jax.data.vocab import noise_distribution
 from sgns_jax.errors import ConfigError
-from sgns_jax.losses.base import (Array, Batch, Lookup, OutputTableLayer, log_sigmoid, matmul,
-                                  window_logits)
+from sgns_jax.losses.base import Array, Batch, Lookup, log_sigmoid, matmul, window_logits
+from sgns_jax.losses.noise import NoiseLayer, PerExampleNoise, SharedNoise, noise_sampler
 from sgns_jax.losses.registry import MatmulOptions, NoiseOptions, option, register
-from sgns_jax.losses.sampler import AliasSampler
 
 
-@dataclass(frozen=True, eq=False)
-class NegativeSampling(OutputTableLayer):
-    """What the three modes share: the sampler, K, and the implied conditional's bias."""
-
-    sampler: AliasSampler
-    negatives: int = 5
-    shared_samples: int = 64  # S, for the batch mode
-    cbow: bool = False
-    matmul_dtype: str = "float32"  # the batch mode's [B × S] product (base.matmul)
+class NegativeSampling(NoiseLayer):
+    """What the three modes share: the implied conditional's bias and the description."""
 
     def conditional_log_bias(self) -> Array:
         return self.sampler.log_q
@@ -52,16 +43,8 @@ class NegativeSampling(OutputTableLayer):
 
 
 @dataclass(frozen=True, eq=False)
-class PairNegativeSampling(NegativeSampling):
+class PairNegativeSampling(PerExampleNoise, NegativeSampling):
     """K fresh negatives per (input, target) pair: word2vec's sampling."""
-
-    def sample_noise(self, key: Array, rows: int) -> Array:
-        return self.sampler.sample(key, (rows, self.negatives))  # [rows, K]
-
-    def lookups(self, batch: Batch, noise: Array) -> dict[str, Lookup]:
-        target_B, _ = self.targets(batch)
-        return {"input": self.input_lookup(batch),
-                "out": Lookup("w_out", jnp.concatenate([target_B[:, None], noise], 1))}
 
     def example_losses(self, rows: Mapping[str, Array], lookups: Mapping[str, Lookup],
                        batch: Batch) -> tuple[Array, Array]:
@@ -75,13 +58,11 @@ class PairNegativeSampling(NegativeSampling):
 
 
 @dataclass(frozen=True, eq=False)
-class WindowNegativeSampling(NegativeSampling):
-    """The contexts of one centre share its K negatives (skip-gram, windows layout)."""
+class WindowNegativeSampling(PerExampleNoise, NegativeSampling):
+    """The contexts of one centre share its K negatives (skip-gram, windows layout): an example
+    is a window, its noise drawn as any example's."""
 
     layout = "windows"
-
-    def sample_noise(self, key: Array, rows: int) -> Array:
-        return self.sampler.sample(key, (rows, self.negatives))  # [rows, K]
 
     def lookups(self, batch: Batch, noise: Array) -> dict[str, Lookup]:
         centre_B = batch["centre"]
@@ -100,18 +81,8 @@ class WindowNegativeSampling(NegativeSampling):
 
 
 @dataclass(frozen=True, eq=False)
-class BatchNegativeSampling(NegativeSampling):
+class BatchNegativeSampling(SharedNoise, NegativeSampling):
     """S negatives shared by the whole batch, each weighted K/S."""
-
-    noise_per_row = False
-
-    def sample_noise(self, key: Array, rows: int) -> Array:
-        return self.sampler.sample(key, (self.shared_samples,))  # [S]
-
-    def lookups(self, batch: Batch, noise: Array) -> dict[str, Lookup]:
-        target_B, _ = self.targets(batch)
-        return {"input": self.input_lookup(batch), "out": Lookup("w_out", target_B),
-                "shared": Lookup("w_out", noise)}
 
     def example_losses(self, rows: Mapping[str, Array], lookups: Mapping[str, Lookup],
                        batch: Batch) -> tuple[Array, Array]:
@@ -121,7 +92,7 @@ class BatchNegativeSampling(NegativeSampling):
         logits_BxS = matmul(h_BxD, rows["shared"].T, self.matmul_dtype)
         skip_BxS = lookups["shared"].ids[None, :] == target_B[:, None]
         neg_B = jnp.sum(jnp.where(skip_BxS, 0.0, log_sigmoid(-logits_BxS)), -1)
-        return -(log_sigmoid(pos_B) + (self.negatives / self.shared_samples) * neg_B), weight_B
+        return -(log_sigmoid(pos_B) + (self.negatives / self.samples) * neg_B), weight_B
 
 
 @dataclass(frozen=True)
@@ -185,6 +156,6 @@ class NegativeSamplingOptions(NoiseOptions, MatmulOptions):
         return mode.default_batch_size if backend == "cpu" else mode.accelerator_batch_size
 
     def build(self, counts: np.ndarray, cbow: bool) -> NegativeSampling:
-        sampler = AliasSampler.from_probs(noise_distribution(counts, self.ns_exponent))
         return NEGATIVE_MODES[self.negative_mode].layer(
-            sampler, self.negative, self.shared_samples, cbow=cbow, matmul_dtype=self.matmul_dtype)
+            noise_sampler(counts, self.ns_exponent), negatives=self.negative,
+            samples=self.shared_samples, cbow=cbow, matmul_dtype=self.matmul_dtype)
