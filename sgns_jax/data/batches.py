@@ -37,7 +37,8 @@ class BatchSpec:
     window: int = 5
     sample: float = 1e-3
     seed: int = 0
-    block_tokens: int = 1 << 17  # mid, 2 workers (bench_memory.py): 1 << 20 peaked at 1,129 MB, this at 672
+    # Small blocks keep the pipeline's temporaries small (docs/performance_notes.md).
+    block_tokens: int = 1 << 17
     sentence_words: int = 1000  # word2vec's MAX_SENTENCE_LENGTH, in kept (subsampled) words
 
     def __post_init__(self) -> None:

@@ -128,9 +128,10 @@ cbow_mean.defvjp(_cbow_mean_fwd, _cbow_mean_bwd)
 def window_logits(x_BxCxD: Array, y_BxKxD: Array) -> Array:
     """logits[b, c, k] = x[b, c] · y[b, k], with hand-laid-out gradients.
 
-    XLA:CPU runs small batched contractions 4–6× slower when the contracted axis is not the
-    last of both operands; autodiff would contract over K and C (middle axes). The backward
-    pass here transposes first so every contraction runs over the last axis.
+    XLA:CPU runs small batched contractions several times slower when the contracted axis is
+    not the last of both operands (docs/performance_notes.md); autodiff would contract over K
+    and C (middle axes). The backward pass here transposes first so every contraction runs over
+    the last axis.
     """
     return jnp.einsum("bcd,bkd->bck", x_BxCxD, y_BxKxD)
 

@@ -1,7 +1,7 @@
 """Data parallelism: a 1-D ``data`` mesh, and placing host chunks and state on it.
 
-The step itself is in ``step.py`` (``jax.shard_map`` over this mesh, the successor of
-``jax.pmap``). Several processes (``jax.distributed``) form one mesh: each process feeds its
+The ``jax.shard_map`` over this mesh (the successor of ``jax.pmap``) is in ``runners.py``
+(``ShardMapped``). Several processes (``jax.distributed``) form one mesh: each process feeds its
 slice of every global batch (``jax.make_array_from_process_local_data``) and holds a replica
 of the tables.
 """

@@ -77,10 +77,10 @@ def uniform_rows(key: Array, rows: int, dim: int, bound: float = 1.0, block: int
     · bound``, so a row's values depend on the seed and its index only, not on the vocabulary's
     size.
 
-    Filled block by block in place: one ``uniform`` over the whole table took 11 s eager (7 s
-    jitted) at 1M × 300 on the 2-core CPU and held several table-sized temporaries (its 64-bit
-    counters, then the affine map's); this takes ~2 s and nothing beyond the table. The last
-    block is clamped to end at ``rows`` and recomputes the rows it overlaps, identically.
+    Filled block by block in place: one ``uniform`` over a large table holds several table-
+    sized temporaries (its 64-bit counters, then the affine map's) and is several times slower
+    (docs/performance_notes.md); this holds nothing beyond the table. The last block is clamped
+    to end at ``rows`` and recomputes the rows it overlaps, identically.
     """
     block = min(block, rows)
     if block == 0:
@@ -182,7 +182,8 @@ def chunk_steps(layer: OutputLayer, rule, schedule: Callable[[Array], Array],
     chunk, not yet jitted. ``arrays`` holds ``[T, ...]`` batches plus ``words`` [T] (words read
     before each step, for the schedule); ``root_key_data`` is ``jax.random.key_data(root)``
     (plain uint32, placeable on any mesh). ``loss_sum`` and ``count`` are the chunk's first
-    step's (a 1-in-T sample: computing every step's loss value costs up to 20% of a step)."""
+    step's (a 1-in-T sample: every step's loss value would cost a noticeable share of each step,
+    docs/performance_notes.md)."""
 
     def chunk(state: TrainState, arrays: Mapping[str, Array], root_key_data: Array):
         root_key = jax.random.wrap_key_data(root_key_data)

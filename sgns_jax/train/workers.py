@@ -35,11 +35,10 @@ import jax.numpy as jnp
 from sgns_jax.train.step import TrainState
 
 
-# Tables up to this size (both together) are merged whole; larger ones by the rows a round
-# touched. Whole: ~3W passes over V·D and nothing per step; touched rows: ~10 passes over the
-# touched rows plus a bitmap scatter in every step, which cost 40% of the words/s at 16k words
-# (`sgns-jax train wiki.txt.gz --sample 1e-4 --epochs 3 --workers 2`: 1.25M words/s whole vs
-# 0.72M touched) and wins only at large V.
+# Tables up to this size (all leaves together) are merged whole; larger ones by the rows a round
+# touched. Whole: ~3W passes over the tables and nothing per step; touched rows: ~10 passes over
+# the touched rows plus a bitmap scatter in every step, which costs more than it saves until the
+# vocabulary is large (docs/performance_notes.md).
 WHOLE_TABLE_MERGE_BYTES = 48 << 20
 
 
@@ -105,7 +104,7 @@ class WorkerStreams:
     """Runs rounds of chunks on ``devices`` (one worker each) and merges them.
 
     ``chunk_fn(state, arrays, root_key_data) -> (state, loss_sum, count)`` is the jitted chunk
-    of :func:`sgns_jax.train.step.make_train_chunk` (it donates its state).
+    of :func:`sgns_jax.train.step.chunk_steps`, jitted (it donates its state).
     """
 
     def __init__(self, chunk_fn: Callable, devices: Sequence[jax.Device], root_key_data: jax.Array,
