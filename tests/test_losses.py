@@ -257,6 +257,21 @@ def test_gradients_match_finite_differences(name, kw):
 
 
 @pytest.mark.parametrize("name, kw", VARIANTS, ids=IDS)
+def test_declared_leaves_are_the_leaves_the_loss_reads(name, kw):
+    """Every leaf a layer declares is read, by row ids exactly where it says ``row_indexed``
+    (whole otherwise), and the loss reads no other leaf."""
+    layer = make_output_layer(name, COUNTS, **kw)
+    specs = param_specs(layer, V, D)
+    noise = layer.sample_noise(jax.random.key(0), B)
+    read = {}
+    for look in layer.lookups(make_batch(layer), noise).values():
+        read.setdefault(look.table, set()).add(look.ids is not None)
+    assert set(read) == set(specs), (set(read), set(specs))
+    for leaf, by_rows in read.items():
+        assert by_rows == {specs[leaf].row_indexed}, (leaf, by_rows)
+
+
+@pytest.mark.parametrize("name, kw", VARIANTS, ids=IDS)
 def test_loss_is_jittable_vmappable_and_compiles_once(name, kw):
     layer = make_output_layer(name, COUNTS, **{**small_blocks(name, 16), **kw})
     traces = []

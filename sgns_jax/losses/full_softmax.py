@@ -16,7 +16,8 @@ from typing import ClassVar, Mapping
 import jax
 import jax.numpy as jnp
 
-from sgns_jax.losses.base import Array, Batch, Lookup, OutputTableLayer, matmul, rounded_like_matmul
+from sgns_jax.losses.base import (Array, Batch, Lookup, OutputTableLayer, ParamSpec, matmul,
+                                  rounded_like_matmul)
 from sgns_jax.losses.registry import MatmulOptions, option, register
 
 
@@ -74,11 +75,25 @@ def _softmax_nll_bwd(dtype, res, g_B):
 softmax_nll.defvjp(_softmax_nll_fwd, _softmax_nll_bwd)
 
 
+def exact_nll(h_BxD: Array, w_VxD: Array, target_B: Array, block: int,
+              dtype: str = "float32") -> Array:
+    """−log softmax(w · h)[target] per example [B], over all V rows of ``w``: in one block with
+    the hand-written backward pass when V ≤ ``block``, else a running logsumexp over blocks of
+    ``block`` rows (memory O(B × block)). Any softmax over a table of rows can use it (the full
+    softmax's, a cluster's of a hierarchical one)."""
+    if w_VxD.shape[0] <= block:
+        return softmax_nll(h_BxD, w_VxD, target_B, dtype)
+    # rounded as the normaliser's products round their operands, so the two agree
+    w_target_BxD = rounded_like_matmul(jnp.take(w_VxD, target_B, axis=0), dtype)
+    target_logit_B = jnp.sum(w_target_BxD * rounded_like_matmul(h_BxD, dtype), axis=-1)
+    return blocked_logsumexp(h_BxD, w_VxD, block, dtype) - target_logit_B
+
+
 @dataclass(frozen=True, eq=False)
 class FullSoftmax(OutputTableLayer):
     """−log p(c | w) with p the softmax over the whole vocabulary (the exact reference).
 
-    Params: ``w_in [V, D]``, ``w_out [V, D]``. The gradient w.r.t. ``w_out`` is dense.
+    Params: ``w_in [V, D]``, ``w_out [V, D]`` (read whole: its gradient is dense).
     """
 
     block: int = 32768  # vocabulary rows per block of the normaliser
@@ -89,6 +104,9 @@ class FullSoftmax(OutputTableLayer):
     def describe(self) -> str:
         return "full softmax"
 
+    def param_specs(self, vocab_size: int, dim: int) -> dict[str, ParamSpec]:
+        return {"w_out": ParamSpec((vocab_size, dim), row_indexed=False)}
+
     def lookups(self, batch: Batch, noise: Array | None) -> dict[str, Lookup]:
         return {"input": self.input_lookup(batch), "out_all": Lookup("w_out", None)}
 
@@ -96,14 +114,7 @@ class FullSoftmax(OutputTableLayer):
                        batch: Batch) -> tuple[Array, Array]:
         h_BxD = self.input_vectors(rows, batch)
         target_B, weight_B = self.targets(batch)
-        w_out = rows["out_all"]
-        if w_out.shape[0] <= self.block:
-            return softmax_nll(h_BxD, w_out, target_B, self.matmul_dtype), weight_B
-        # rounded as the normaliser's products round their operands, so the two agree
-        w_target_BxD = rounded_like_matmul(jnp.take(w_out, target_B, axis=0), self.matmul_dtype)
-        target_logit_B = jnp.sum(w_target_BxD * rounded_like_matmul(h_BxD, self.matmul_dtype), axis=-1)
-        return (blocked_logsumexp(h_BxD, w_out, self.block, self.matmul_dtype) - target_logit_B,
-                weight_B)
+        return exact_nll(h_BxD, rows["out_all"], target_B, self.block, self.matmul_dtype), weight_B
 
 
 @register
