@@ -7,11 +7,13 @@ there is no traceback for them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
 
 from sgns_jax.errors import SgnsError
+from sgns_jax.io_utils import storage_error
 
 
 def _one_line_warnings() -> None:
@@ -79,8 +81,9 @@ def _extra_commands():
 
 def main(argv: list[str] | None = None) -> int:
     _one_line_warnings()
-    args = build_parser().parse_args(argv)
     try:
+        # Building the parser imports the loss registry (and JAX): a Ctrl-C there is handled too.
+        args = build_parser().parse_args(argv)
         args.func(args)
     except SgnsError as e:
         print(f"sgns-jax: error: {e}", file=sys.stderr)
@@ -88,6 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sgns-jax: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `sgns-jax vocab ... | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as e:  # a file-system refusal not translated where it happened
+        print(f"sgns-jax: error: {storage_error(e, e.filename or '?', 'use')}", file=sys.stderr)
+        return 1
+    except MemoryError as e:
+        print(f"sgns-jax: error: out of memory ({e or 'an allocation failed'}); the run summary "
+              "estimates what a run needs", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -150,5 +150,6 @@ def run_train(args: argparse.Namespace) -> None:
     print(summary, file=sys.stderr if cfg.run.quiet else sys.stdout)
     if cfg.run.out and not cfg.run.quiet:
         paths = output_paths(cfg.run.out)
-        print(f"wrote {paths['vectors']}, {paths['state']}, {paths['config']}")
+        print(f"wrote {paths['vectors']}, {paths['state']}, {paths['config']} "
+              f"(their sizes and SHA-256 in {paths['manifest']})")
 
