@@ -209,7 +209,7 @@ def test_resume_after_sigint_equals_uninterrupted(corpus_file, tmp_path, monkeyp
     assert again.resumed_words == again.words and again.words_per_second == 0.0
     # The checkpoint records the chunks' shape; other chunks would retrain or skip data.
     assert saved_cfg["optim"]["batch_size"] == 32 and saved_cfg["optim"]["steps_per_chunk"] == 4
-    with pytest.raises(SgnsError, match="checkpoint was written with batch_size 32"):
+    with pytest.raises(SgnsError, match=r"written with other settings: optim.batch_size 32 \(this run: 16\)"):
         train(cfg.replace(run={"resume": True}, optim={"batch_size": 16}))
 
 

@@ -105,8 +105,9 @@ class Checkpointer:
     """Saves the state with its progress every ``minutes``, at epoch ends and on interrupt
     (process 0 writes)."""
 
-    def __init__(self, directory: str | None, minutes: float, config: dict, resumed: bool):
-        self.directory, self.minutes, self.config = directory, minutes, config
+    def __init__(self, directory: str | None, minutes: float, config: dict, corpus,
+                 resumed: bool):
+        self.directory, self.minutes, self.config, self.corpus = directory, minutes, config, corpus
         self.last_saved = time.monotonic()
         self.last_path = str(checkpoint_path(directory)) if directory and resumed else None
 
@@ -118,7 +119,7 @@ class Checkpointer:
             return None
         path = checkpoint_path(self.directory)
         if jax.process_index() == 0:
-            save_checkpoint(self.directory, state, progress, self.config)
+            save_checkpoint(self.directory, state, progress, self.config, self.corpus.fingerprint)
         self.last_saved, self.last_path = time.monotonic(), str(path)
         return self.last_path
 
@@ -155,7 +156,8 @@ class Hooks:
         self.bar = ProgressBar(r.quiet, self.run.total_words, self.run.progress.words)
         self.metrics = open(r.metrics, "a") if r.metrics else None
         self.checkpointer = Checkpointer(r.checkpoint_dir, r.checkpoint_minutes,
-                                         self.run.cfg.to_dict(), bool(r.resume and self.run.progress.words))
+                                         self.run.cfg.to_dict(), self.run.corpus,
+                                         bool(r.resume and self.run.progress.words))
         self.epoch_loss = [0.0, 0.0]
         self.steps = int(self.run.state.step)
         self.pending: _Pending | None = None
