@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,7 +229,32 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
                        optim={"learning_rate": learning_rate(cfg)})
 
 
+def check_types(cfg: TrainConfig) -> None:
+    """Every field holds its annotated type, as the CLI's flags would parse it: a config file's
+    ``dim = "50"``, ``epochs = 1.5``, ``window = true`` or ``quiet = "no"`` is refused, not
+    coerced or taken as truthy. An int is a float; a bool is not an int; floats are finite."""
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            value = getattr(getattr(cfg, section), f.name)
+            kinds = [k for k in typing.get_args(hints[f.name]) or (hints[f.name],)]
+            if value is None and type(None) in kinds:
+                continue
+            kind = next(k for k in kinds if k is not type(None))
+            ok = (isinstance(value, bool) if kind is bool else
+                  isinstance(value, int) and not isinstance(value, bool) if kind is int else
+                  isinstance(value, (int, float)) and not isinstance(value, bool)
+                  and math.isfinite(value) if kind is float else
+                  isinstance(value, kind))
+            if not ok:
+                expected = {bool: "true or false", int: "an integer", float: "a finite number",
+                            str: "a string"}.get(kind, kind.__name__)
+                raise ConfigError(f"{section}.{f.name} must be {expected}"
+                                  f"{' or none' if type(None) in kinds else ''}, got {value!r}")
+
+
 def validate(cfg: TrainConfig) -> None:
+    check_types(cfg)
     d, m, o, r = cfg.data, cfg.model, cfg.optim, cfg.run
     checks = [
         (d.min_count >= 1, f"min_count must be >= 1, got {d.min_count}"),
