@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 import jax
 
 from sgns_jax.errors import SgnsError, TrainingDiverged
+from sgns_jax.io_utils import storage_error
 from sgns_jax.train.checkpoint import checkpoint_path, save_checkpoint
 from sgns_jax.train.parallel import fetch
 
@@ -154,7 +155,12 @@ class Hooks:
     def __post_init__(self) -> None:
         r = self.run.cfg.run
         self.bar = ProgressBar(r.quiet, self.run.total_words, self.run.progress.words)
-        self.metrics = open(r.metrics, "a") if r.metrics else None
+        self.metrics = None
+        if r.metrics:
+            try:
+                self.metrics = open(r.metrics, "a")
+            except OSError as e:
+                raise storage_error(e, r.metrics) from None
         self.checkpointer = Checkpointer(r.checkpoint_dir, r.checkpoint_minutes,
                                          self.run.cfg.to_dict(), self.run.corpus,
                                          bool(r.resume and self.run.progress.words))
@@ -165,7 +171,10 @@ class Hooks:
     def close(self) -> None:
         self.bar.close()
         if self.metrics is not None:
-            self.metrics.close()
+            try:
+                self.metrics.close()
+            except OSError:
+                pass  # every line was flushed when written; a failed one has raised already
 
     # -- per chunk ------------------------------------------------------------------------
     def after_chunk(self, epoch: int, group: list, loss_sum: Any, count: Any,
@@ -239,8 +248,11 @@ class Hooks:
         self.bar.log(f"epoch {epoch + 1}/{run.cfg.run.epochs}: mean loss {self.epoch_losses[-1]:.4f}, "
                      f"{p.words:,} words, {seconds:.1f} s")
         if self.metrics is not None:
-            self.metrics.write(json.dumps({"epoch": epoch + 1, "loss": self.epoch_losses[-1],
-                                           "words": p.words, "seconds": seconds,
-                                           "step": self.steps}) + "\n")
-            self.metrics.flush()
+            line = json.dumps({"epoch": epoch + 1, "loss": self.epoch_losses[-1], "words": p.words,
+                               "seconds": seconds, "step": self.steps}) + "\n"
+            try:
+                self.metrics.write(line)
+                self.metrics.flush()
+            except OSError as e:
+                raise storage_error(e, run.cfg.run.metrics) from None
         self.checkpointer.save(run.state, p)
