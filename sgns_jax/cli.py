@@ -23,6 +23,17 @@ def _one_line_warnings() -> None:
     warnings.showwarning = show
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a count of words, results or lines)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _cmd_vocab(args: argparse.Namespace) -> None:
     from sgns_jax.data.corpus import default_cache_dir, encode_corpus
 
@@ -41,22 +52,30 @@ def _cmd_vocab(args: argparse.Namespace) -> None:
 
 def _add_corpus_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("corpus", help="text file (.gz/.bz2 too) or a directory of them")
-    p.add_argument("--min-count", type=int, default=5)
-    p.add_argument("--max-vocab", type=int, default=None, help="keep exactly the N most frequent words")
-    p.add_argument("--max-final-vocab", type=int, default=None,
+    p.add_argument("--min-count", type=positive_int, default=5)
+    p.add_argument("--max-vocab", type=positive_int, default=None,
+                   help="keep exactly the N most frequent words")
+    p.add_argument("--max-final-vocab", type=positive_int, default=None,
                    help="gensim's: raise min-count until at most N words remain")
     p.add_argument("--lowercase", action="store_true")
     p.add_argument("--no-cache", action="store_true", help="do not cache the encoded corpus")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad flags are one line too (argparse prints the usage first; --help has it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sgns-jax", description="word2vec in JAX: train, evaluate and compare word vectors.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("vocab", help="count a corpus, print its vocabulary, cache its ids")
     _add_corpus_flags(p)
-    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--top", type=positive_int, default=10)
     p.add_argument("--save-vocab", type=Path, help="write word2vec's 'word count' file")
     p.set_defaults(func=_cmd_vocab)
 
