@@ -5,10 +5,10 @@ refuses.
   onto it, the directory fsynced.
 * :func:`write_file_set`: files that belong together (vectors, state, config). Each is written
   to a temp file beside it; only when every one is on disk are they renamed into place, and a
-  manifest (``<stem>.manifest.json``: each file's size and SHA-256) is renamed in last.
-  :func:`set_mismatch` tells a reader whether a file is the one its manifest records, so a
-  crash between the renames can leave files of two runs side by side but never lets them be
-  read as one set.
+  manifest (``<stem>.manifest.json``: each file's size and SHA-256) is renamed in last. A
+  writer killed between the renames is finished by the next write or read of the set
+  (:func:`finish_interrupted_set`), and :func:`set_mismatch` tells a reader whether a file is
+  the one its manifest records: files of two runs are never read as one set.
 * Temp files are locked (``flock``) while their writer lives; a later write of the same file
   removes the unlocked ones a killed run left behind (:func:`remove_stale_temps`).
 * :func:`storage_error`: an ``OSError`` as a one-line :class:`~sgns_jax.errors.StorageError`
@@ -125,7 +125,10 @@ class PendingFile:
 
     def discard(self) -> None:
         """Close the file, and remove it unless it was committed (safe to call twice)."""
-        self.file.close()
+        try:
+            self.file.close()
+        except OSError:
+            pass  # what was buffered is lost with the file: its write has failed already
         if not self.committed:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.tmp)
@@ -173,49 +176,98 @@ def output_paths(out: str | os.PathLike) -> dict[str, Path]:
 
 
 def write_file_set(writers: dict[Path, Callable[[IO[bytes]], None]], manifest: Path) -> None:
-    """Write each ``writers[path](file)`` to ``path``, all or none: every file goes to a temp
-    file first (two at a time), and only when all are on disk are they renamed into place,
-    followed by ``manifest`` listing each file's name, size and SHA-256. Files the previous
-    manifest listed that are not part of this set (``v.txt`` when ``v.bin`` replaces it) are
-    removed, so the stem holds one set. Raises ``StorageError`` with the old files in place
-    when a write fails."""
+    """Write each ``writers[path](file)`` to ``path``, all or none.
+
+    Every file goes to a temp file first (two at a time), then the manifest (each file's name,
+    size and SHA-256) to its own temp file; only when all are fsynced are the files renamed
+    into place, the manifest last (Ctrl-C waits until the renames are done). A writer killed
+    between two renames leaves its temp files and its manifest behind, and the next
+    :func:`finish_interrupted_set` (by the next write or read of the set) renames the rest in.
+    Files the previous manifest listed that this set does not (``v.txt`` when ``v.bin``
+    replaces it) are removed, so the stem holds one set. A failing write raises
+    ``StorageError`` with the old files in place.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
+    finish_interrupted_set(manifest)  # before PendingFile clears the temp files it would need
+    previous = _listed(manifest)
     pending: dict[Path, PendingFile] = {}
 
-    def guarded(path: Path, action: Callable[[], dict | None]) -> dict | None:
+    def write(path: Path) -> dict:
         try:
-            return action()
+            writers[path](pending[path].file)
+            pending[path].finish()
+            return _digest(pending[path].tmp)  # read back from the page cache: ~1.5 GB/s
         except OSError as e:
             raise storage_error(e, path) from None
 
-    def write(path: Path) -> dict:
-        writers[path](pending[path].file)
-        pending[path].finish()
-        with open(pending[path].tmp, "rb") as f:  # read back from the page cache: ~1.5 GB/s
-            return {"bytes": os.fstat(f.fileno()).st_size,
-                    "sha256": hashlib.file_digest(f, "sha256").hexdigest()}
-
+    path = manifest
     try:
         for path in [*writers, manifest]:
-            pending[path] = guarded(path, lambda: PendingFile(path))
+            pending[path] = PendingFile(path)
         with ThreadPoolExecutor(2) as pool:  # each is part formatting, part waiting on the disk
-            futures = {path: pool.submit(guarded, path, lambda p=path: write(p)) for path in writers}
-            files = {path.name: f.result() for path, f in futures.items()}
-        previous = _listed(manifest)
-        body = json.dumps({"format": MANIFEST_FORMAT, "files": files}, indent=1).encode()
-        guarded(manifest, lambda: (pending[manifest].file.write(body), pending[manifest].finish()))
-        with _signals_deferred():  # Ctrl-C lands after the renames, not between them
+            futures = {p: pool.submit(write, p) for p in writers}
+            files = {p.name: f.result() for p, f in futures.items()}
+        path = manifest
+        pending[manifest].file.write(json.dumps({"format": MANIFEST_FORMAT, "files": files},
+                                                indent=1).encode())
+        pending[manifest].finish()
+        fsync_dir(manifest.parent)  # the temp files' names are durable before any rename
+        with _signals_deferred():
             for path in [*writers, manifest]:  # the manifest last: it vouches for the files before it
-                guarded(path, pending[path].commit)
-        for directory in {p.parent for p in pending}:
-            guarded(directory, lambda: fsync_dir(directory))
+                pending[path].commit()
+        path = manifest.parent
+        fsync_dir(manifest.parent)
+    except OSError as e:
+        raise storage_error(e, path) from None
     finally:
         for f in pending.values():
             f.discard()
     for name in set(previous) - set(files) - {manifest.name}:
         with contextlib.suppress(OSError):
             os.unlink(manifest.parent / name)
+
+
+def finish_interrupted_set(manifest: Path) -> None:
+    """Complete a set whose writer died between its renames. Its manifest temp file (written
+    and fsynced before the first rename, unlocked now) lists every new file's size and SHA-256;
+    each listed file not yet in place is looked for among the dead writer's temp files by its
+    digest and renamed in, then the manifest. If one cannot be found (a writer killed before it
+    had written everything), nothing is renamed: the files in place stand, and those the
+    manifest in place does not record are refused by :func:`set_mismatch`. A folder that
+    cannot be written is left as it is."""
+    directory = manifest.parent
+    for tmp in glob.glob(str(directory / f".{glob.escape(manifest.name)}.*.tmp")):
+        files = _listed(Path(tmp))
+        if not files or not unlocked(tmp):
+            continue
+        renames = []
+        for name, record in files.items():
+            if _digest(directory / name) == record:
+                continue
+            found = [t for t in glob.glob(str(directory / f".{glob.escape(name)}.*.tmp"))
+                     if unlocked(t) and _digest(Path(t)) == record]
+            if not found:
+                break
+            renames.append((found[0], directory / name))
+        else:
+            try:
+                for source, target in renames + [(tmp, manifest)]:
+                    os.replace(source, target)
+                fsync_dir(directory)
+            except OSError:
+                pass
+            return
+
+
+def _digest(path: Path) -> dict | None:
+    """``{"bytes", "sha256"}`` of a file, None if it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return {"bytes": os.fstat(f.fileno()).st_size,
+                    "sha256": hashlib.file_digest(f, "sha256").hexdigest()}
+    except OSError:
+        return None
 
 
 @contextlib.contextmanager
@@ -247,7 +299,8 @@ def _listed(manifest: Path) -> dict:
 
 def set_mismatch(path: Path, data: bytes, manifest: Path) -> str | None:
     """Why ``data`` (the bytes of ``path``) is not the file ``manifest`` records, or None when
-    it is, or when no manifest lists it (a file this tool did not write as part of a set)."""
+    it is, or when no manifest lists it (a file this tool did not write as part of a set). Call
+    :func:`finish_interrupted_set` before reading ``path``."""
     if not manifest.exists():
         return None
     try:

@@ -18,7 +18,7 @@ from typing import IO, Sequence
 import numpy as np
 
 from sgns_jax.errors import VectorsFormatError
-from sgns_jax.io_utils import atomic_open, output_paths, set_mismatch
+from sgns_jax.io_utils import atomic_open, finish_interrupted_set, output_paths, set_mismatch
 
 
 def save_word2vec(path: str | os.PathLike, words: Sequence[str], vectors: np.ndarray,
@@ -92,13 +92,14 @@ def load_word2vec(path: str | os.PathLike, binary: bool | None = None,
     path = Path(path)
     if limit is not None and limit < 1:
         raise VectorsFormatError(f"limit must be >= 1, got {limit}")
+    manifest = output_paths(path)["manifest"]
+    finish_interrupted_set(manifest)  # a set whose writer was killed between its renames
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise VectorsFormatError(f"vectors file not found: {path}") from None
     except OSError as e:
         raise VectorsFormatError(f"cannot read vectors file {path}: {e.strerror}") from None
-    manifest = output_paths(path)["manifest"]
     problem = set_mismatch(path, data, manifest)
     if problem:
         raise VectorsFormatError(f"{path}: {problem}; train again, or delete {manifest} to read "
