@@ -12,6 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from sgns_jax import interrupts
 from sgns_jax.errors import SgnsError
 from sgns_jax.io_utils import storage_error
 
@@ -100,26 +101,32 @@ def _extra_commands():
 
 def main(argv: list[str] | None = None) -> int:
     _one_line_warnings()
-    try:
-        # Building the parser imports the loss registry (and JAX): a Ctrl-C there is handled too.
-        args = build_parser().parse_args(argv)
-        args.func(args)
-    except SgnsError as e:
-        print(f"sgns-jax: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("sgns-jax: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `sgns-jax vocab ... | head`: the reader left, nothing to say
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
-    except OSError as e:  # a file-system refusal not translated where it happened
-        print(f"sgns-jax: error: {storage_error(e, e.filename or '?', 'use')}", file=sys.stderr)
-        return 1
-    except MemoryError as e:
-        print(f"sgns-jax: error: out of memory ({e or 'an allocation failed'}); the run summary "
-              "estimates what a run needs", file=sys.stderr)
-        return 1
+    with interrupts.handled():  # a Ctrl-C that Python drops is still seen (sgns_jax/interrupts.py)
+        try:
+            # Building the parser imports the loss registry, and with it JAX: jaxlib's extension
+            # module, interrupted while it initialises, crashed the interpreter at exit (SIGSEGV).
+            # A Ctrl-C waits for the import, then stops the program.
+            with interrupts.deferred():
+                parser = build_parser()
+            args = parser.parse_args(argv)
+            args.func(args)
+            interrupts.check()
+        except SgnsError as e:
+            print(f"sgns-jax: error: {e}", file=sys.stderr)
+            return e.exit_code
+        except KeyboardInterrupt:
+            print("sgns-jax: interrupted", file=sys.stderr)
+            return 130
+        except BrokenPipeError:  # `sgns-jax vocab ... | head`: the reader left, nothing to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
+        except OSError as e:  # a file-system refusal not translated where it happened
+            print(f"sgns-jax: error: {storage_error(e, e.filename or '?', 'use')}", file=sys.stderr)
+            return 1
+        except MemoryError as e:
+            print(f"sgns-jax: error: out of memory ({e or 'an allocation failed'}); the run "
+                  "summary estimates what a run needs", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -24,12 +24,11 @@ import glob
 import hashlib
 import json
 import os
-import signal
 import tempfile
-import threading
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
+from sgns_jax import interrupts
 from sgns_jax.errors import SgnsError, StorageError
 
 _HINTS = {
@@ -213,7 +212,7 @@ def write_file_set(writers: dict[Path, Callable[[IO[bytes]], None]], manifest: P
                                                 indent=1).encode())
         pending[manifest].finish()
         fsync_dir(manifest.parent)  # the temp files' names are durable before any rename
-        with _signals_deferred():
+        with interrupts.deferred():  # Ctrl-C lands after the renames, not between them
             for path in [*writers, manifest]:  # the manifest last: it vouches for the files before it
                 pending[path].commit()
         path = manifest.parent
@@ -268,24 +267,6 @@ def _digest(path: Path) -> dict | None:
                     "sha256": hashlib.file_digest(f, "sha256").hexdigest()}
     except OSError:
         return None
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """SIGINT and SIGTERM wait until the block is done, then take their usual course."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum))
-                for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
-        if caught:
-            signal.raise_signal(caught[0])
 
 
 def _listed(manifest: Path) -> dict:

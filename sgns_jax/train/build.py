@@ -18,7 +18,7 @@ import optax
 
 from sgns_jax.data.batches import BatchSpec
 from sgns_jax.data.corpus import Corpus, default_cache_dir, encode_corpus
-from sgns_jax.errors import ConfigError, SgnsError
+from sgns_jax.errors import ConfigError
 from sgns_jax.losses import OutputLayer, make_output_layer
 from sgns_jax.train.checkpoint import Progress, checkpoint_path, load_checkpoint
 from sgns_jax.train.config import (TrainConfig, cpu_cores, default_batch_size, default_parallelism,
@@ -138,8 +138,6 @@ def _devices(cfg: TrainConfig, table_bytes: int) -> tuple[str, int]:
 def build_run(cfg: TrainConfig, corpus: Corpus | None = None) -> Run:
     """Everything a training loop needs; compiles the chunk function before returning."""
     cfg = resolve(cfg)
-    if cfg.run.resume and not cfg.run.checkpoint_dir:
-        raise SgnsError("--resume needs --checkpoint-dir")
     _request_cpu_devices(cfg)
     start_distributed(cfg.run)
     corpus = corpus if corpus is not None else load_corpus(cfg)

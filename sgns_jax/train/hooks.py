@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import threading
 import time
 from contextlib import contextmanager
@@ -123,23 +122,6 @@ class Checkpointer:
             save_checkpoint(self.directory, state, progress, self.config, self.corpus.fingerprint)
         self.last_saved, self.last_path = time.monotonic(), str(path)
         return self.last_path
-
-
-@contextmanager
-def interrupt_flag() -> Iterator[threading.Event]:
-    """SIGINT/SIGTERM set a flag the loop checks between chunks (main thread only)."""
-    flag = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in previous:
-        signal.signal(s, lambda signum, frame: flag.set())
-    try:
-        yield flag
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 @dataclass

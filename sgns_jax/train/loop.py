@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 import jax
 import numpy as np
 
+from sgns_jax import interrupts
 from sgns_jax.data.batches import Prefetcher, epoch_chunks
 from sgns_jax.data.corpus import Corpus, corpus_files
 from sgns_jax.errors import SgnsError
@@ -23,9 +24,9 @@ from sgns_jax.data.vocab import Vocabulary
 from sgns_jax.evaluation.formats import write_word2vec
 from sgns_jax.io_utils import check_writable, output_paths, write_file_set
 from sgns_jax.train.checkpoint import check_checkpoint_dir
-from sgns_jax.train.build import Run, build_run
+from sgns_jax.train.build import Run, build_run, load_corpus
 from sgns_jax.train.config import TrainConfig
-from sgns_jax.train.hooks import ChunkEvent, Hooks, TrainingInterrupted, interrupt_flag
+from sgns_jax.train.hooks import ChunkEvent, Hooks, TrainingInterrupted
 
 __all__ = ["ChunkEvent", "TrainResult", "TrainingInterrupted", "output_paths", "train",
            "write_outputs"]
@@ -78,34 +79,44 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None,
       ``SgnsError`` subclasses for bad input, ``TrainingDiverged``, ``TrainingInterrupted``.
     """
     started = time.perf_counter()
-    check_destinations(cfg, corpus)
-    run = build_run(cfg, corpus)
-    if not run.cfg.run.quiet:  # before the progress bar, so nothing prints through it
-        print(run_summary(run) + (f"\nconfig: {run.cfg.to_json()}" if run.cfg.run.verbose else ""), flush=True)
-    hooks = Hooks(run, callback)
-    try:
-        # closing(): the producer thread is stopped and joined on every way out, so none is
-        # left running numpy while the interpreter shuts down (that aborted the process).
-        with interrupt_flag() as interrupted, contextlib.closing(chunk_groups(run)) as groups:
-            for epoch, group in groups:
-                if group is None or hooks.stop:
-                    hooks.end_epoch(epoch)
-                    if hooks.stop:
-                        break
-                    continue
-                hooks.clock.start()
-                with jax.profiler.StepTraceAnnotation("chunk", step_num=hooks.steps):
-                    run.state, loss_sum, count = run.runner.run(run.state, [c.arrays for _, c in group])
-                hooks.after_chunk(epoch, group, loss_sum, count, interrupted)
-    finally:
-        hooks.close()
-    return finish(run, hooks, started)
+    with interrupts.handled():  # Ctrl-C: KeyboardInterrupt, or TrainingInterrupted in the loop
+        interrupts.check()  # one Python dropped before this call (see sgns_jax/interrupts.py)
+        check_destinations(cfg, corpus)
+        corpus = corpus if corpus is not None else load_corpus(cfg)
+        # JAX tracing and compiling, cut short by a KeyboardInterrupt, left state that crashed
+        # the interpreter at exit (SIGSEGV, 1 run in 24): Ctrl-C waits for the build.
+        with interrupts.deferred():
+            run = build_run(cfg, corpus)
+        if not run.cfg.run.quiet:  # before the progress bar, so nothing prints through it
+            print(run_summary(run) + (f"\nconfig: {run.cfg.to_json()}" if run.cfg.run.verbose else ""), flush=True)
+        hooks = Hooks(run, callback)
+        try:
+            # closing(): the producer thread is stopped and joined on every way out, so none is
+            # left running numpy while the interpreter shuts down (that aborted the process).
+            with interrupts.deferred() as interrupted, contextlib.closing(chunk_groups(run)) as groups:
+                for epoch, group in groups:
+                    if group is None or hooks.stop:
+                        hooks.end_epoch(epoch)
+                        if hooks.stop:
+                            break
+                        continue
+                    hooks.clock.start()
+                    with jax.profiler.StepTraceAnnotation("chunk", step_num=hooks.steps):
+                        run.state, loss_sum, count = run.runner.run(run.state, [c.arrays for _, c in group])
+                    hooks.after_chunk(epoch, group, loss_sum, count, interrupted)
+        finally:
+            hooks.close()
+        result = finish(run, hooks, started)
+        interrupts.check()
+        return result
 
 
 def check_destinations(cfg: TrainConfig, corpus: Corpus | None) -> None:
     """Before anything is read or trained: every file the run will write can be written, a
     fresh run does not replace a checkpoint, and no output would overwrite the corpus."""
     r = cfg.run
+    if r.resume and not r.checkpoint_dir:
+        raise SgnsError("--resume needs --checkpoint-dir")
     outputs = list(output_paths(r.out).values()) if r.out else []
     for path in outputs:
         check_writable(path)
