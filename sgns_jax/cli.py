@@ -53,10 +53,9 @@ def _cmd_vocab(args: argparse.Namespace) -> None:
 
 def _add_corpus_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("corpus", help="text file (.gz/.bz2 too) or a directory of them")
-    p.add_argument("--min-count", type=positive_int, default=5)
-    p.add_argument("--max-vocab", type=positive_int, default=None,
-                   help="keep exactly the N most frequent words")
-    p.add_argument("--max-final-vocab", type=positive_int, default=None,
+    p.add_argument("--min-count", type=int, default=5)
+    p.add_argument("--max-vocab", type=int, default=None, help="keep exactly the N most frequent words")
+    p.add_argument("--max-final-vocab", type=int, default=None,
                    help="gensim's: raise min-count until at most N words remain")
     p.add_argument("--lowercase", action="store_true")
     p.add_argument("--no-cache", action="store_true", help="do not cache the encoded corpus")

@@ -35,30 +35,13 @@ from sgns_jax.train import build as build_mod
 from sgns_jax.train.config import TrainConfig
 from sgns_jax.train.loop import TrainingInterrupted, train
 from sgns_jax.train.memory import batch_bytes
+from test_train import corpus_file, tiny_config  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS = ROOT / "tests" / "fault_harness.py"
 
 
-@pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    words = [f"w{i}" for i in range(30)]
-    p = np.arange(1, 31, dtype=float) ** -1.0
-    lines = [" ".join(rng.choice(words, size=rng.integers(5, 30), p=p / p.sum())) for _ in range(150)]
-    path = tmp_path_factory.mktemp("c") / "tiny.txt"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def config(corpus_file, **sections):
-    base = TrainConfig().replace(
-        data={"corpus": str(corpus_file), "min_count": 1, "cache_dir": "", "sample": 1e-2},
-        model={"dim": 8}, optim={"batch_size": 32, "steps_per_chunk": 4},
-        run={"epochs": 2, "quiet": True, "parallelism": "single"})
-    return base.replace(**sections) if sections else base
-
-
+# tiny_config's run as flags (the CLI's config is then the same).
 TRAIN_FLAGS = ["--min-count", "1", "--cache-dir", "", "--sample", "1e-2", "--dim", "8",
                "--batch-size", "32", "--steps-per-chunk", "4", "--epochs", "2", "--quiet",
                "--workers", "1"]
@@ -106,7 +89,7 @@ NEW_FLAGS = ["--dim", "12", "--seed", "7", "--epochs", "1", "--out", "v.txt"]
 
 
 def new_run(corpus_file):
-    return config(corpus_file, model={"dim": 12}, run={"seed": 7, "epochs": 1, "out": "v.txt"})
+    return tiny_config(corpus_file, model={"dim": 12}, run={"seed": 7, "epochs": 1, "out": "v.txt"})
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +98,7 @@ def two_sets(corpus_file, tmp_path_factory):
     sets = {}
     cwd = os.getcwd()
     try:
-        for name, cfg in (("old", config(corpus_file, run={"epochs": 1, "out": "v.txt"})),
+        for name, cfg in (("old", tiny_config(corpus_file, run={"epochs": 1, "out": "v.txt"})),
                           ("new", new_run(corpus_file))):
             os.chdir(tmp_path_factory.mktemp(name))
             train(cfg)
@@ -190,14 +173,14 @@ def test_out_naming_a_directory_or_the_corpus_fails_before_training(corpus_file,
     monkeypatch.setattr(build_mod, "build_run", lambda *a: pytest.fail("got past the checks"))
     (tmp_path / "d").mkdir()
     with pytest.raises(SgnsError, match="is a directory"):
-        train(config(corpus_file, run={"out": str(tmp_path / "d")}))
+        train(tiny_config(corpus_file, run={"out": str(tmp_path / "d")}))
     (tmp_path / "v.npz").mkdir()
     with pytest.raises(SgnsError, match="v.npz is a directory"):
-        train(config(corpus_file, run={"out": str(tmp_path / "v.txt")}))
+        train(tiny_config(corpus_file, run={"out": str(tmp_path / "v.txt")}))
     with pytest.raises(SgnsError, match="is the corpus"):
-        train(config(corpus_file, run={"out": str(corpus_file)}))
+        train(tiny_config(corpus_file, run={"out": str(corpus_file)}))
     with pytest.raises(SgnsError, match="metrics .* is a directory"):
-        train(config(corpus_file, run={"metrics": str(tmp_path / "d")}))
+        train(tiny_config(corpus_file, run={"metrics": str(tmp_path / "d")}))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "v.npz"]
 
 
@@ -216,13 +199,13 @@ def test_a_fresh_run_refuses_a_used_checkpoint_dir(corpus_file, tmp_path, monkey
     """Case 2: the second fresh run would have replaced the first's checkpoint (epoch 2 went
     back to epoch 1). Refused before the corpus is read; --resume continues it."""
     ck = tmp_path / "ck"
-    train(config(corpus_file, run={"checkpoint_dir": str(ck)}))
+    train(tiny_config(corpus_file, run={"checkpoint_dir": str(ck)}))
     before = (ck / "checkpoint.npz").read_bytes()
     rc, lines = run_main(capsys, monkeypatch, "train", corpus_file, *TRAIN_FLAGS,
                          "--checkpoint-dir", ck, "--max-words", "100")
     assert_one_line_error(rc, lines, 2, r"already holds a checkpoint: continue it with --resume")
     assert (ck / "checkpoint.npz").read_bytes() == before
-    assert train(config(corpus_file, run={"checkpoint_dir": str(ck), "resume": True})).words > 0
+    assert train(tiny_config(corpus_file, run={"checkpoint_dir": str(ck), "resume": True})).words > 0
 
 
 def test_an_unwritable_checkpoint_dir_fails_before_training(corpus_file, tmp_path, monkeypatch):
@@ -231,9 +214,9 @@ def test_an_unwritable_checkpoint_dir_fails_before_training(corpus_file, tmp_pat
     monkeypatch.setattr(build_mod, "build_run", lambda *a: pytest.fail("got past the checks"))
     (tmp_path / "file").write_text("x")
     with pytest.raises(StorageError, match="cannot create .*file/ck: Not a directory"):
-        train(config(corpus_file, run={"checkpoint_dir": str(tmp_path / "file" / "ck")}))
+        train(tiny_config(corpus_file, run={"checkpoint_dir": str(tmp_path / "file" / "ck")}))
     with pytest.raises(SgnsError, match="checkpoint directory .* is a file, not a directory"):
-        train(config(corpus_file, run={"checkpoint_dir": str(tmp_path / "file")}))
+        train(tiny_config(corpus_file, run={"checkpoint_dir": str(tmp_path / "file")}))
 
 
 def interrupt_at(chunk: int):
@@ -252,7 +235,7 @@ def interrupt_at(chunk: int):
 def checkpointed(corpus_file, tmp_path_factory):
     """A checkpoint written by Ctrl-C in the first of two epochs, and its run's config."""
     ck = tmp_path_factory.mktemp("ck")
-    cfg = config(corpus_file, run={"checkpoint_dir": str(ck)})
+    cfg = tiny_config(corpus_file, run={"checkpoint_dir": str(ck)})
     with pytest.raises(TrainingInterrupted, match="checkpoint saved"):
         train(cfg, callback=interrupt_at(3))
     return ck, cfg
@@ -349,10 +332,10 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(corpus_file
 
     monkeypatch.setattr(io_utils.PendingFile, "finish", finish)
     with pytest.raises(StorageError, match=r"checkpoint.npz: No space left on device"):
-        train(config(corpus_file, run={"checkpoint_dir": str(ck)}))
+        train(tiny_config(corpus_file, run={"checkpoint_dir": str(ck)}))
     monkeypatch.setattr(io_utils.PendingFile, "finish", real)
     assert [p.name for p in ck.iterdir()] == ["checkpoint.npz"]
-    resumed = train(config(corpus_file, run={"checkpoint_dir": str(ck), "resume": True}))
+    resumed = train(tiny_config(corpus_file, run={"checkpoint_dir": str(ck), "resume": True}))
     assert 0 < resumed.resumed_words < resumed.words
 
 
@@ -478,7 +461,7 @@ def test_no_producer_thread_outlives_train(corpus_file, stop):
     """Case 5: a producer thread still running numpy when the interpreter exits aborts the
     process ('terminate called after throwing ...', rc 134). Whatever ends train(), its thread
     is joined first."""
-    cfg = config(corpus_file, run={"epochs": 50})
+    cfg = tiny_config(corpus_file, run={"epochs": 50})
     if stop == "diverge":
         cfg = cfg.replace(optim={"learning_rate": 1e30, "schedule": "constant"})
 
@@ -612,11 +595,11 @@ def test_wide_windows_are_refused_where_their_updates_pile_up(corpus_file):
     for loss in ({"negative_mode": "window"}, {"name": "hs", "hs_paths": "window"}):
         with pytest.raises(ConfigError, match=r"window 11 is too wide .* up to 22 contexts.*"
                                               r"--negative-mode pair"):
-            train(config(corpus_file, data={"window": 11}, loss=loss, run={"epochs": 1}))
+            train(tiny_config(corpus_file, data={"window": 11}, loss=loss, run={"epochs": 1}))
     for ok in ({"loss": {"negative_mode": "window"}, "data": {"window": 10}},
                {"loss": {"negative_mode": "pair"}, "data": {"window": 30}},
                {"model": {"cbow": True, "dim": 8}, "data": {"window": 30}}):
-        assert np.isfinite(train(config(corpus_file, run={"epochs": 1}, **ok)).mean_loss)
+        assert np.isfinite(train(tiny_config(corpus_file, run={"epochs": 1}, **ok)).mean_loss)
 
 
 def test_a_run_that_cannot_fit_in_memory_is_refused_before_training(corpus_file, monkeypatch,

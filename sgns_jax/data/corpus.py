@@ -302,7 +302,10 @@ def encode_corpus(
             entry = None
     try:
         if work is None:
-            work = WorkDir(Path(tempfile.gettempdir()), "sgns_jax-")
+            try:
+                work = WorkDir(Path(tempfile.gettempdir()), "sgns_jax-")
+            except OSError as e:
+                raise storage_error(e, tempfile.gettempdir(), "write the encoded corpus to") from None
         try:
             corpus = _encode(files, work.path, lowercase, min_count, max_vocab, max_final_vocab,
                              max_sentence_length, durable=entry is not None)
@@ -312,15 +315,17 @@ def encode_corpus(
         if _file_stats(files) != stats:
             raise CorpusError(f"the corpus {path} changed while it was being read; run again "
                               "once it is complete")
-        if entry is None:  # no cache: keep the arrays in memory, drop the work folder
-            return Corpus(corpus.vocab, np.array(corpus.ids), corpus.sentence_starts,
-                          corpus.raw_tokens, corpus.line_starts)
-        try:
-            os.rename(work.path, entry)
-            fsync_dir(entry.parent)
-        except OSError:  # another process won the race; use its entry
-            pass
-        return _load_entry(entry, corpus.vocab, verify=False)  # a race's winner has the same key
+        if entry is not None:
+            try:
+                os.rename(work.path, entry)
+                fsync_dir(entry.parent)
+                return _load_entry(entry, corpus.vocab, verify=False)
+            except OSError:  # another process's entry is there (a race, or one not removable)
+                with contextlib.suppress(DamagedEntry):
+                    return _load_entry(entry, corpus.vocab)
+        # No cache (or no usable entry): keep the arrays in memory, drop the work folder.
+        return Corpus(corpus.vocab, np.array(corpus.ids), corpus.sentence_starts,
+                      corpus.raw_tokens, corpus.line_starts)
     finally:
         if work is not None:
             work.remove()

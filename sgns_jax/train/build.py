@@ -23,8 +23,9 @@ from sgns_jax.losses import OutputLayer, make_output_layer
 from sgns_jax.train.checkpoint import Progress, checkpoint_path, load_checkpoint
 from sgns_jax.train.config import (TrainConfig, cpu_cores, default_batch_size, default_parallelism,
                                    default_steps_per_chunk, learning_rate, resolve)
+from sgns_jax.train.memory import (MemoryEstimate, available_memory, batch_bytes, check_fits,
+                                   estimate_memory)
 from sgns_jax.train.runners import RUNNERS, start_distributed
-from sgns_jax.train.memory import MemoryEstimate, available_memory, batch_bytes, check_fits, estimate_memory
 from sgns_jax.train.step import TrainState, init_params, init_state
 from sgns_jax.train.updates import make_update_rule
 

@@ -19,12 +19,12 @@ import numpy as np
 from sgns_jax import interrupts
 from sgns_jax.data.batches import Prefetcher, epoch_chunks
 from sgns_jax.data.corpus import Corpus, corpus_files
-from sgns_jax.errors import SgnsError
 from sgns_jax.data.vocab import Vocabulary
+from sgns_jax.errors import SgnsError
 from sgns_jax.evaluation.formats import write_word2vec
 from sgns_jax.io_utils import check_writable, output_paths, write_file_set
-from sgns_jax.train.checkpoint import check_checkpoint_dir
 from sgns_jax.train.build import Run, build_run, load_corpus
+from sgns_jax.train.checkpoint import check_checkpoint_dir
 from sgns_jax.train.config import TrainConfig
 from sgns_jax.train.hooks import ChunkEvent, Hooks, TrainingInterrupted
 
