@@ -629,11 +629,12 @@ def test_a_run_that_cannot_fit_in_memory_is_refused_before_training(corpus_file,
     ('{"model": {"dim": null}}', r"model.dim must be an integer, got None"),
     ('{"optim": {"learning_rate": "0.1"}}', r"optim.learning_rate must be a finite number or none"),
     ('{"loss": {"negative": 2.0}}', r"loss.negative must be an integer, got 2.0"),
+    ('[1, 2]', r"a config is a table of sections .*got list"),
 ])
 def test_config_files_with_wrong_types_are_one_line(corpus_file, tmp_path, monkeypatch, capsys,
                                                     text, message):
     """Case 8: these gave TypeError tracebacks, and quiet = "no" was taken as true."""
-    path = tmp_path / ("c.json" if text.startswith("{") else "c.toml")
+    path = tmp_path / ("c.toml" if text.startswith("[") and "]\n" in text else "c.json")
     path.write_text(text)
     rc, lines = run_main(capsys, monkeypatch, "train", corpus_file, "--config", path)
     assert_one_line_error(rc, lines, 2, message)

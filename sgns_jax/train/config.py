@@ -122,6 +122,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config is a table of sections ({', '.join(SECTIONS)}), got "
+                              f"{type(d).__name__}")
         unknown = set(d) - set(SECTIONS)
         if unknown:
             raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
