@@ -7,11 +7,14 @@ there is no traceback for them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
 
+from sgns_jax import interrupts
 from sgns_jax.errors import SgnsError
+from sgns_jax.io_utils import storage_error
 
 
 def _one_line_warnings() -> None:
@@ -19,6 +22,17 @@ def _one_line_warnings() -> None:
         print(f"warning: {message}", file=sys.stderr)
 
     warnings.showwarning = show
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a count of words, results or lines)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _cmd_vocab(args: argparse.Namespace) -> None:
@@ -47,14 +61,21 @@ def _add_corpus_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not cache the encoded corpus")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad flags are one line too (argparse prints the usage first; --help has it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sgns-jax", description="word2vec in JAX: train, evaluate and compare word vectors.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("vocab", help="count a corpus, print its vocabulary, cache its ids")
     _add_corpus_flags(p)
-    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--top", type=positive_int, default=10)
     p.add_argument("--save-vocab", type=Path, help="write word2vec's 'word count' file")
     p.set_defaults(func=_cmd_vocab)
 
@@ -79,15 +100,32 @@ def _extra_commands():
 
 def main(argv: list[str] | None = None) -> int:
     _one_line_warnings()
-    args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except SgnsError as e:
-        print(f"sgns-jax: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("sgns-jax: interrupted", file=sys.stderr)
-        return 130
+    with interrupts.handled():  # a Ctrl-C that Python drops is still seen (sgns_jax/interrupts.py)
+        try:
+            # Building the parser imports the loss registry, and with it JAX: jaxlib's extension
+            # module, interrupted while it initialises, crashed the interpreter at exit (SIGSEGV).
+            # A Ctrl-C waits for the import, then stops the program.
+            with interrupts.deferred():
+                parser = build_parser()
+            args = parser.parse_args(argv)
+            args.func(args)
+            interrupts.check()
+        except SgnsError as e:
+            print(f"sgns-jax: error: {e}", file=sys.stderr)
+            return e.exit_code
+        except KeyboardInterrupt:
+            print("sgns-jax: interrupted", file=sys.stderr)
+            return 130
+        except BrokenPipeError:  # `sgns-jax vocab ... | head`: the reader left, nothing to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
+        except OSError as e:  # a file-system refusal not translated where it happened
+            print(f"sgns-jax: error: {storage_error(e, e.filename or '?', 'use')}", file=sys.stderr)
+            return 1
+        except MemoryError as e:
+            print(f"sgns-jax: error: out of memory ({e or 'an allocation failed'}); the run "
+                  "summary estimates what a run needs", file=sys.stderr)
+            return 1
     return 0
 
 

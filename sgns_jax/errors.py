@@ -2,7 +2,8 @@
 
 Every problem caused by the user's input (a missing or empty corpus, a bad config value, an
 unknown word) raises a subclass of :class:`SgnsError`, itself a ``ValueError``. The CLI prints
-its message on one line and exits with status 2; anything else is a bug and keeps its traceback.
+its message on one line and exits with status 2 (1 for a file system that refuses a read or a
+write, 130 for an interrupt); anything else is a bug and keeps its traceback.
 """
 
 
@@ -26,6 +27,19 @@ class VocabularyError(SgnsError):
 
 class VectorsFormatError(SgnsError):
     """A word2vec-format vectors file is malformed."""
+
+
+class StorageError(SgnsError):
+    """A file could not be read or written: disk full, no permission, read-only file system, a
+    directory where a file belongs. The message names the file and what to do; nothing that
+    was there before is left half-replaced."""
+
+    exit_code = 1
+
+
+class CheckpointError(SgnsError):
+    """A checkpoint is damaged, is in the way of a fresh run, or does not belong to this run
+    (another corpus, vocabulary or model)."""
 
 
 class TrainingDiverged(SgnsError):

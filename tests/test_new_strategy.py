@@ -55,7 +55,7 @@ class BiasedPairs(OutputTableLayer):
 class BiasedPairsOptions(registry.LossOptions):
     name: str = "biased_test"
     negative: int = registry.option(2, "K uniform noise words")
-    cutoffs: tuple[int, ...] = registry.option((3, 7), "a tuple-valued option (unused)")
+    groups: tuple[int, ...] = registry.option((3, 7), "a tuple-valued option (unused)")
 
     summary: ClassVar[str] = "a strategy defined in a test"
 
@@ -84,7 +84,7 @@ def corpus_file(tmp_path_factory):
 def config(corpus_file, **run):
     return TrainConfig().replace(
         data={"corpus": str(corpus_file), "min_count": 1, "cache_dir": "", "sample": 1e-2},
-        model={"dim": 8}, loss={"name": "biased_test", "cutoffs": (2, 5)},
+        model={"dim": 8}, loss={"name": "biased_test", "groups": (2, 5)},
         optim={"batch_size": 32, "steps_per_chunk": 4},
         run={"epochs": 3, "quiet": True, "parallelism": "single", **run})
 
@@ -101,7 +101,7 @@ def test_it_trains_sparse_equal_to_dense_and_writes_its_leaves(corpus_file, tmp_
     with np.load(tmp_path / "v.npz") as z:
         assert {"w_out", "b_out", "scale"} <= set(z.files) and "w_in" not in z.files
         np.testing.assert_array_equal(z["b_out"], sparse.params["b_out"])
-    assert sparse.config.loss.cutoffs == (2, 5)
+    assert sparse.config.loss.groups == (2, 5)
 
 
 def test_it_checkpoints_and_resumes_bit_for_bit(corpus_file, tmp_path, monkeypatch):
@@ -130,20 +130,20 @@ def test_it_checkpoints_and_resumes_bit_for_bit(corpus_file, tmp_path, monkeypat
 
 def test_its_options_come_from_flags_and_config_files(corpus_file, tmp_path):
     parser = build_parser()
-    args = parser.parse_args(["train", str(corpus_file), "--loss", "biased_test", "--cutoffs", "4,9",
+    args = parser.parse_args(["train", str(corpus_file), "--loss", "biased_test", "--groups", "4,9",
                               "--negative", "3"])
     cfg = config_from_args(args)
-    assert cfg.loss.cutoffs == (4, 9) and cfg.loss.negative == 3
+    assert cfg.loss.groups == (4, 9) and cfg.loss.negative == 3
     args = parser.parse_args(["train", str(corpus_file), "--loss", "biased_test",
-                              "--set", "loss.cutoffs=1,2,3"])
-    assert config_from_args(args).loss.cutoffs == (1, 2, 3)
-    (tmp_path / "c.toml").write_text('[loss]\nname = "biased_test"\ncutoffs = [6, 8]\n')
-    assert TrainConfig.load(tmp_path / "c.toml").loss.cutoffs == (6, 8)
-    (tmp_path / "bad.toml").write_text('[loss]\nname = "biased_test"\ncutoffs = [6, "x"]\n')
-    with pytest.raises(ConfigError, match="cutoffs must be a list of int"):
+                              "--set", "loss.groups=1,2,3"])
+    assert config_from_args(args).loss.groups == (1, 2, 3)
+    (tmp_path / "c.toml").write_text('[loss]\nname = "biased_test"\ngroups = [6, 8]\n')
+    assert TrainConfig.load(tmp_path / "c.toml").loss.groups == (6, 8)
+    (tmp_path / "bad.toml").write_text('[loss]\nname = "biased_test"\ngroups = [6, "x"]\n')
+    with pytest.raises(ConfigError, match="loss.groups must be a list of integers, got"):
         TrainConfig.load(tmp_path / "bad.toml")
     with pytest.raises(SystemExit):  # argparse's one-line usage error
-        parser.parse_args(["train", str(corpus_file), "--cutoffs", "4,x"])
+        parser.parse_args(["train", str(corpus_file), "--groups", "4,x"])
     # An option of another strategy is refused with the strategy's own list.
     args = parser.parse_args(["train", str(corpus_file), "--loss", "biased_test", "--hs-paths", "pair"])
     with pytest.raises(ConfigError, match="for loss biased_test: hs_paths"):

@@ -207,9 +207,12 @@ def epoch_chunks(corpus: Corpus, spec: BatchSpec, epoch: int) -> Iterator[Chunk]
 
 
 class Prefetcher:
-    """Runs an iterator in a daemon thread, ``depth`` items ahead of the consumer.
+    """Runs an iterator in a background thread, ``depth`` items ahead of the consumer.
 
     Exceptions raised by the producer are re-raised in the consumer at the point they occurred.
+    :meth:`close` stops the producer and joins its thread: call it on every way out (a thread
+    still running numpy while the interpreter shuts down aborts the process with
+    ``terminate called after throwing an instance of ''``).
     """
 
     _DONE = object()
@@ -217,23 +220,32 @@ class Prefetcher:
     def __init__(self, iterator: Iterator, depth: int = 2):
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(iterator,), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(iterator,), daemon=True,
+                                        name="sgns-prefetch")
         self._thread.start()
+
+    def _put(self, item) -> bool:
+        """Queue ``item`` unless asked to stop first; False when stopped."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def _run(self, iterator: Iterator) -> None:
         try:
             for item in iterator:
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
+                if not self._put(item):
                     return
-            self._queue.put(self._DONE)
+            self._put(self._DONE)
         except BaseException as e:  # hand it to the consumer
-            self._queue.put(e)
+            self._put(e)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()  # a generator's own cleanup runs here, in its thread
 
     def __iter__(self) -> "Prefetcher":
         return self
@@ -247,4 +259,6 @@ class Prefetcher:
         return item
 
     def close(self) -> None:
+        """Stop the producer and wait for its thread (at most the item it is building)."""
         self._stop.set()
+        self._thread.join()

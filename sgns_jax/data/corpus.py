@@ -16,6 +16,9 @@ split into held-out documents. Training windows never cross a line; within a lin
 from __future__ import annotations
 
 import bz2
+import contextlib
+import fcntl
+import glob
 import gzip
 import hashlib
 import json
@@ -26,15 +29,18 @@ import warnings
 import zlib
 from array import array
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import IO, Iterator
 
 import numpy as np
 
 from sgns_jax.data.vocab import Vocabulary, check_vocab_settings
-from sgns_jax.errors import CorpusError
+from sgns_jax.errors import ConfigError, CorpusError
+from sgns_jax.io_utils import atomic_write, fsync_dir, storage_error, unlocked
 
-CACHE_FORMAT_VERSION = 2
+CACHE_FORMAT_VERSION = 3  # 3: meta.json records every file's size and SHA-256
+ENTRY_FILES = ("ids.npy", "sentence_starts.npy", "line_starts.npy", "vocab.txt")
 BLOCK_BYTES = 1 << 22
 _WHITESPACE = b" \t\n\r\x0b\x0c"
 
@@ -66,6 +72,20 @@ class Corpus:
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
+
+    @cached_property
+    def fingerprint(self) -> dict:
+        """What this corpus is, to check a checkpoint against: its sizes and the SHA-256 of its
+        vocabulary (words and counts) and of its encoded text (ids, sentence and line starts).
+        Computed once per object (about 15 ms per 5 M tokens)."""
+        vocab = hashlib.sha256("\n".join(self.vocab.words).encode("utf-8"))
+        vocab.update(np.ascontiguousarray(self.vocab.counts, dtype="<i8").tobytes())
+        text = hashlib.sha256()
+        for array in (self.ids, self.sentence_starts, self.line_starts):
+            text.update(np.ascontiguousarray(array).view(np.uint8))
+        return {"vocab_words": len(self.vocab), "vocab_sha256": vocab.hexdigest(),
+                "tokens": len(self), "raw_tokens": int(self.raw_tokens),
+                "text_sha256": text.hexdigest()}
 
     def select_sentences(self, keep: np.ndarray) -> "Corpus":
         """A corpus (same vocabulary) of the sentences where ``keep`` (bool [S]) is True, in
@@ -249,8 +269,11 @@ def encode_corpus(
     """Read ``path`` (file, .gz, .bz2, or a directory of them) into a :class:`Corpus`.
 
     With ``cache_dir`` the result is stored there (memory-mapped ``ids.npy``, ``vocab.txt``,
-    ``sentence_starts.npy``, ``meta.json``) under a key of the files' (path, size, mtime) and
-    the settings above; a later call with the same key loads it without reading the text.
+    ``sentence_starts.npy``, ``line_starts.npy``, and ``meta.json`` with every file's size and
+    SHA-256, written last) under a key of the files' (path, size, mtime, ctime, inode) and the
+    settings above; a later call with the same key verifies the entry and loads it without
+    reading the text. A damaged entry is rebuilt (with a warning), folders that killed runs left
+    behind are removed, and a cache folder that cannot be written is warned about and skipped.
     """
     check_vocab_settings(min_count, max_vocab)
     if max_sentence_length < 1:
@@ -259,35 +282,104 @@ def encode_corpus(
     settings = dict(min_count=min_count, max_vocab=max_vocab, max_final_vocab=max_final_vocab,
                     lowercase=lowercase,
                     max_sentence_length=max_sentence_length, version=CACHE_FORMAT_VERSION)
+    stats = _file_stats(files)
+    entry = work = None
     if cache_dir is not None:
-        key = _cache_key(files, settings)
-        entry = Path(cache_dir) / f"{Path(path).name}-{key}"
-        if (entry / "meta.json").exists():
-            return _load_entry(entry)
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))
-    else:
-        work = Path(tempfile.mkdtemp(prefix="sgns_jax-"))
-    try:
-        corpus = _encode(files, work, lowercase, min_count, max_vocab, max_final_vocab,
-                         max_sentence_length)
-        if cache_dir is None:  # no cache: keep the arrays in memory, drop the work folder
-            corpus = Corpus(corpus.vocab, np.array(corpus.ids), corpus.sentence_starts,
-                            corpus.raw_tokens, corpus.line_starts)
-            shutil.rmtree(work, ignore_errors=True)
-            return corpus
+        entry = Path(cache_dir) / f"{Path(path).name}-{_cache_key(stats, settings)}"
+        if entry.exists():
+            try:
+                return _load_entry(entry)
+            except DamagedEntry as e:
+                warnings.warn(f"corpus cache entry {entry} is damaged ({e}); rebuilding it",
+                              CacheWarning, stacklevel=2)
+                _remove_entry(entry)
         try:
-            os.rename(work, entry)
-        except OSError:  # another process won the race; use its entry
-            shutil.rmtree(work, ignore_errors=True)
-        return _load_entry(entry, corpus.vocab)  # a race's winner has the same key: same vocab
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+            work = WorkDir(Path(cache_dir), ".tmp-")
+        except OSError as e:
+            warnings.warn(f"cannot write the corpus cache in {cache_dir} ({e.strerror}); reading "
+                          "the corpus without it (set SGNS_JAX_CACHE or --cache-dir to a "
+                          "writable folder, or --cache-dir '' for none)", CacheWarning, stacklevel=2)
+            entry = None
+    try:
+        if work is None:
+            try:
+                work = WorkDir(Path(tempfile.gettempdir()), "sgns_jax-")
+            except OSError as e:
+                raise storage_error(e, tempfile.gettempdir(), "write the encoded corpus to") from None
+        try:
+            corpus = _encode(files, work.path, lowercase, min_count, max_vocab, max_final_vocab,
+                             max_sentence_length, durable=entry is not None)
+        except OSError as e:
+            raise storage_error(e, getattr(e, "filename", None) or work.path,
+                                "write the encoded corpus to") from None
+        if _file_stats(files) != stats:
+            raise CorpusError(f"the corpus {path} changed while it was being read; run again "
+                              "once it is complete")
+        if entry is not None:
+            try:
+                os.rename(work.path, entry)
+                fsync_dir(entry.parent)
+                return _load_entry(entry, corpus.vocab, verify=False)
+            except OSError:  # another process's entry is there (a race, or one not removable)
+                with contextlib.suppress(DamagedEntry):
+                    return _load_entry(entry, corpus.vocab)
+        # No cache (or no usable entry): keep the arrays in memory, drop the work folder.
+        return Corpus(corpus.vocab, np.array(corpus.ids), corpus.sentence_starts,
+                      corpus.raw_tokens, corpus.line_starts)
+    finally:
+        if work is not None:
+            work.remove()
+
+
+class CacheWarning(UserWarning):
+    """The corpus cache could not be used as it was (damaged entry, unwritable folder)."""
+
+
+class DamagedEntry(Exception):
+    """A cache entry whose files are not what its meta.json records."""
+
+
+class WorkDir:
+    """A fresh folder in ``parent`` for building a cache entry, locked (``flock`` on the
+    ``.lock`` file beside it) while this process lives. Creating one first removes the folders
+    in ``parent`` whose lock is free: runs that were killed while building."""
+
+    def __init__(self, parent: Path, prefix: str):
+        parent.mkdir(parents=True, exist_ok=True)
+        for lock in parent.glob(f"{glob.escape(prefix)}*.lock"):
+            if unlocked(lock):
+                shutil.rmtree(lock.with_suffix(""), ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+        fd, lock = tempfile.mkstemp(prefix=prefix, suffix=".lock", dir=parent)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self.fd, self.lock, self.path = fd, Path(lock), Path(lock).with_suffix("")
+        self.path.mkdir()
+
+    def remove(self) -> None:
+        """Remove the folder (if it was not renamed into place), then its lock."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.lock.unlink()
+        os.close(self.fd)
+
+
+def _remove_entry(entry: Path) -> None:
+    """Move a damaged entry out of the way (one rename), then delete it."""
+    try:
+        trash = WorkDir(entry.parent, ".tmp-")
+    except OSError:
+        return  # a read-only cache: the rebuild goes without it
+    trash.path.rmdir()
+    with contextlib.suppress(OSError):
+        os.rename(entry, trash.path)
+    trash.remove()
 
 
 def _encode(files: list[Path], work: Path, lowercase: bool, min_count: int,
-            max_vocab: int | None, max_final_vocab: int | None, max_sentence_length: int) -> Corpus:
+            max_vocab: int | None, max_final_vocab: int | None, max_sentence_length: int,
+            durable: bool) -> Corpus:
+    """Encode into ``work``; ``durable``: fsync every file, for an entry that will be kept."""
     prov_path = work / "provisional.i32"
     with open(prov_path, "wb") as f:
         words, counts, line_ends, total = _scan(files, lowercase, f)
@@ -301,52 +393,99 @@ def _encode(files: list[Path], work: Path, lowercase: bool, min_count: int,
     kept_total = int(counts[remap >= 0].sum())
 
     prov = np.memmap(prov_path, dtype=np.int32, mode="r", shape=(total,))
-    ids = np.lib.format.open_memmap(work / "ids.npy", mode="w+", dtype=np.int32, shape=(kept_total,))
     kept_before = np.zeros(0, dtype=np.int64)  # kept tokens before each line end
     chunks = []
     pos = 0
     step = 1 << 22  # 4M tokens: ~100 MB of temporaries, whatever the corpus size
-    for start in range(0, total, step):
-        mapped = remap[prov[start:start + step]]
-        keep = mapped >= 0
-        n = int(keep.sum())
-        ids[pos:pos + n] = mapped[keep]
-        # Line ends that fall in this block, translated into kept-token coordinates.
-        sel = line_ends[(line_ends > start) & (line_ends <= start + step)]
-        csum = np.concatenate([[0], np.cumsum(keep)])
-        chunks.append(pos + csum[sel - start])
-        pos += n
-    ids.flush()
-    del ids, prov
+    # Written with write(), not through a memory map: a full disk is then an OSError, where a
+    # write into a mapped page kills the process with SIGBUS.
+    with open(work / "ids.npy", "wb") as ids:
+        np.lib.format.write_array_header_1_0(
+            ids, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int32)),
+                  "fortran_order": False, "shape": (kept_total,)})
+        for start in range(0, total, step):
+            mapped = remap[prov[start:start + step]]
+            keep = mapped >= 0
+            ids.write(mapped[keep].tobytes())
+            # Line ends that fall in this block, translated into kept-token coordinates.
+            sel = line_ends[(line_ends > start) & (line_ends <= start + step)]
+            csum = np.concatenate([[0], np.cumsum(keep)])
+            chunks.append(pos + csum[sel - start])
+            pos += int(keep.sum())
+    del prov
     os.unlink(prov_path)
     kept_line_ends = np.concatenate(chunks) if chunks else kept_before
     line_ends = np.append(kept_line_ends, kept_total)
     np.save(work / "sentence_starts.npy", _sentence_starts(line_ends, max_sentence_length))
     np.save(work / "line_starts.npy", _sentence_starts(line_ends, max(kept_total, 1)))
     vocab.save(work / "vocab.txt")
-    (work / "meta.json").write_text(json.dumps({"raw_tokens": total, "tokens": kept_total}))
-    return _load_entry(work, vocab)
+    # meta.json last, with what every file must be: an entry is complete only with it.
+    sums = {}
+    for name in ENTRY_FILES:
+        with open(work / name, "rb") as f:
+            if durable:
+                os.fsync(f.fileno())
+            sums[name] = {"bytes": os.fstat(f.fileno()).st_size,
+                          "sha256": hashlib.file_digest(f, "sha256").hexdigest()}
+    atomic_write(work / "meta.json", json.dumps({"raw_tokens": total, "tokens": kept_total,
+                                                 "files": sums}).encode())
+    return _load_entry(work, vocab, verify=False)
 
 
-def _load_entry(entry: Path, vocab: Vocabulary | None = None) -> Corpus:
+def _load_entry(entry: Path, vocab: Vocabulary | None = None, verify: bool = True) -> Corpus:
     """The entry's arrays (ids memory-mapped); ``vocab`` when the caller has it in memory
-    already (parsing vocab.txt back took 1.9 s at a million words)."""
-    meta = json.loads((entry / "meta.json").read_text())
-    ids = np.load(entry / "ids.npy", mmap_mode="r")
-    vocab = Vocabulary.load(entry / "vocab.txt") if vocab is None else vocab
-    return Corpus(vocab, ids,
-                  np.load(entry / "sentence_starts.npy"), int(meta["raw_tokens"]),
-                  np.load(entry / "line_starts.npy"))
+    already (parsing vocab.txt back took 1.9 s at a million words). ``verify``: check every
+    file's size and SHA-256 against meta.json first (about 10 ms for 22 MB of ids), raising
+    :class:`DamagedEntry` if anything differs."""
+    try:
+        meta = json.loads((entry / "meta.json").read_bytes())
+        if verify:
+            for name in ENTRY_FILES:
+                expected = meta["files"][name]
+                with open(entry / name, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    if size != expected["bytes"]:
+                        raise DamagedEntry(f"{name} has {size:,} bytes, {expected['bytes']:,} were written")
+                    if hashlib.file_digest(f, "sha256").hexdigest() != expected["sha256"]:
+                        raise DamagedEntry(f"{name} is not what was written (SHA-256 differs)")
+        ids = np.load(entry / "ids.npy", mmap_mode="r")
+        vocab = Vocabulary.load(entry / "vocab.txt") if vocab is None else vocab
+        return Corpus(vocab, ids,
+                      np.load(entry / "sentence_starts.npy"), int(meta["raw_tokens"]),
+                      np.load(entry / "line_starts.npy"))
+    except DamagedEntry:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as e:  # VocabularyError is a ValueError
+        raise DamagedEntry(f"{type(e).__name__}: {e}") from None
 
 
-def _cache_key(files: list[Path], settings: dict) -> str:
+def _file_stats(files: list[Path]) -> list:
+    """What identifies each file's content short of reading it: a change in place moves the
+    size, mtime or ctime (ctime cannot be set back by hand), a replacement the inode."""
     stats = []
     for p in files:
-        st = p.stat()
-        stats.append([str(p.resolve()), st.st_size, st.st_mtime_ns])
+        try:
+            st = p.stat()
+        except OSError as e:
+            raise CorpusError(f"cannot read corpus {p}: {e.strerror}") from None
+        stats.append([str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino])
+    return stats
+
+
+def _cache_key(stats: list, settings: dict) -> str:
     blob = json.dumps({"files": stats, **settings}, sort_keys=True).encode()
     return hashlib.sha1(blob).hexdigest()[:16]
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("SGNS_JAX_CACHE", Path.home() / ".cache" / "sgns_jax"))
+    """``$SGNS_JAX_CACHE``, else ``~/.cache/sgns_jax``."""
+    if os.environ.get("SGNS_JAX_CACHE"):
+        return Path(os.environ["SGNS_JAX_CACHE"])
+    try:
+        home = Path.home()
+    except (RuntimeError, KeyError):
+        home = Path()
+    if not home.is_absolute():
+        raise ConfigError("no home folder to keep the cache in (HOME is not set); set "
+                          "SGNS_JAX_CACHE to a folder, or pass --cache-dir ('' for no cache)")
+    return home / ".cache" / "sgns_jax"

@@ -5,22 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 
+from sgns_jax.cli import positive_int
+
 
 def register(sub, add_corpus_flags) -> None:
     p = sub.add_parser("eval", help="analogy and word-similarity benchmarks of a vectors file")
     p.add_argument("vectors", help="word2vec text or binary file")
-    p.add_argument("--restrict-vocab", type=int, default=30000,
+    p.add_argument("--restrict-vocab", type=positive_int, default=30000,
                    help="analogies: only the most frequent N words (default 30000)")
     p.add_argument("--method", choices=["add", "mul"], default="add", help="3CosAdd or 3CosMul")
-    p.add_argument("--limit", type=int, help="load only the first N vectors")
+    p.add_argument("--limit", type=positive_int, help="load only the first N vectors")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run_eval)
 
     p = sub.add_parser("similar", help="nearest neighbours of words")
     p.add_argument("vectors")
     p.add_argument("words", nargs="+")
-    p.add_argument("--topn", type=int, default=10)
-    p.add_argument("--limit", type=int)
+    p.add_argument("--topn", type=positive_int, default=10)
+    p.add_argument("--limit", type=positive_int)
     p.set_defaults(func=run_similar)
 
     p = sub.add_parser("download", help="fetch a standard corpus into the cache")

@@ -15,10 +15,12 @@ import shutil
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 
 from sgns_jax.data.corpus import default_cache_dir
 from sgns_jax.errors import SgnsError
+from sgns_jax.io_utils import atomic_open, atomic_write, check_directory_writable, storage_error
 
 TEXT8_URL = "http://mattmahoney.net/dc/text8.zip"
 TEXT8_ZIP_BYTES = 31_344_016
@@ -35,7 +37,7 @@ def download_text8(cache_dir: str | os.PathLike | None = None, *, url: str | Non
                    member: str = "text8", quiet: bool = False, timeout: float = 30.0) -> Path:
     """Path of the verified corpus, downloading and unpacking it on first use."""
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
+    check_directory_writable(cache, "cache folder")
     target = cache / member
     marker = cache / f"{member}.sha256"
     if target.exists() and marker.exists() and marker.read_text().strip() == sha256:
@@ -43,24 +45,23 @@ def download_text8(cache_dir: str | os.PathLike | None = None, *, url: str | Non
     zip_path = cache / f"{member}.zip"
     if not (zip_path.exists() and (zip_bytes is None or zip_path.stat().st_size == zip_bytes)):
         _fetch(url or TEXT8_URL, zip_path, zip_bytes, quiet, timeout)
-    tmp = cache / f".{member}.tmp"
     digest = hashlib.sha256()
     try:
-        with zipfile.ZipFile(zip_path) as z, z.open(member) as src, open(tmp, "wb") as dst:
+        with zipfile.ZipFile(zip_path) as z, z.open(member) as src, atomic_open(target) as dst:
             while block := src.read(1 << 20):
                 digest.update(block)
                 dst.write(block)
-    except (zipfile.BadZipFile, KeyError, OSError) as e:
-        tmp.unlink(missing_ok=True)
+            if digest.hexdigest() != sha256:  # leaving the block by an error keeps the old target
+                raise DownloadError(f"checksum mismatch for {member}: got sha256 "
+                                    f"{digest.hexdigest()}, expected {sha256}; the download was "
+                                    "removed")
+    except (zipfile.BadZipFile, KeyError, OSError, zlib.error, DownloadError) as e:
+        # StorageError (writing the corpus failed: disk full, ...) keeps the good download.
         zip_path.unlink(missing_ok=True)
+        if isinstance(e, DownloadError):
+            raise
         raise DownloadError(f"{zip_path} is not a valid zip with '{member}': {e}") from None
-    if digest.hexdigest() != sha256:
-        tmp.unlink(missing_ok=True)
-        zip_path.unlink(missing_ok=True)
-        raise DownloadError(f"checksum mismatch for {member}: got sha256 {digest.hexdigest()}, "
-                            f"expected {sha256}; the download was removed")
-    os.replace(tmp, target)
-    marker.write_text(sha256 + "\n")
+    atomic_write(marker, (sha256 + "\n").encode())
     return target
 
 
@@ -75,7 +76,10 @@ def _fetch(url: str, dest: Path, expected: int | None, quiet: bool, timeout: flo
                 bar = tqdm(total=total, unit="B", unit_scale=True, desc=dest.name)
             try:
                 while block := response.read(1 << 16):
-                    out.write(block)
+                    try:
+                        out.write(block)
+                    except OSError as e:  # the disk, not the network
+                        raise storage_error(e, part) from None
                     if bar is not None:
                         bar.update(len(block))
             finally:
@@ -83,6 +87,8 @@ def _fetch(url: str, dest: Path, expected: int | None, quiet: bool, timeout: flo
                     bar.close()
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         part.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename == str(part):  # opening the file failed
+            raise storage_error(e, part) from None
         reason = getattr(e, "reason", None) or e
         raise DownloadError(f"cannot download {url}: {reason} (offline?)") from None
     except BaseException:

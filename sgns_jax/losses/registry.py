@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
-import types
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Iterator
@@ -32,6 +31,7 @@ from typing import Any, ClassVar, Iterator
 import numpy as np
 
 from sgns_jax.errors import ConfigError
+from sgns_jax.typecheck import check_type, is_tuple
 
 DEFAULT_LOSS = "ns"
 
@@ -60,13 +60,13 @@ class LossOptions:
     test_variants: ClassVar[tuple[dict, ...]] = ({},)
 
     def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
         for f in fields(self):
             value = getattr(self, f.name)
-            hint = typing.get_type_hints(type(self))[f.name]
-            if _is_tuple(hint) and isinstance(value, list):  # TOML/JSON arrays
+            if is_tuple(hints[f.name]) and isinstance(value, list):  # TOML/JSON arrays
                 value = tuple(value)
                 object.__setattr__(self, f.name, value)
-            _check_type(f.name, value, hint)
+            check_type(f"loss.{f.name}", value, hints[f.name])
 
     def build(self, counts: np.ndarray, cbow: bool) -> Any:
         raise NotImplementedError
@@ -110,52 +110,6 @@ class MatmulOptions(LossOptions):
     matmul_dtype: str = option(
         "float32", "operands of the GEMM-shaped products; bfloat16 is for GPUs/TPUs: float32 "
                    "accumulation, float32 tables", choices=list(MATMUL_DTYPES))
-
-
-def _is_tuple(hint: Any) -> bool:
-    return any(typing.get_origin(a) is tuple for a in (hint, *typing.get_args(hint)))
-
-
-def _check_type(name: str, value: Any, hint: Any) -> None:
-    """Raise ``ConfigError`` unless ``value`` has the field's type (None only where allowed;
-    an int where a float is asked; never a bool for a number, or a string for anything else)."""
-    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    allowed = typing.get_args(hint) if union else (hint,)
-    if value is None:
-        if type(None) in allowed:
-            return
-        raise ConfigError(f"loss option {name} must not be null")
-    for a in allowed:
-        if a is type(None):
-            continue
-        if typing.get_origin(a) is tuple:
-            item = typing.get_args(a)[0]
-            if isinstance(value, tuple) and all(_scalar_ok(v, item) for v in value):
-                return
-        elif _scalar_ok(value, a):
-            return
-    raise ConfigError(f"loss option {name} must be {_type_name(hint)}, got {value!r}")
-
-
-def _scalar_ok(value: Any, kind: Any) -> bool:
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, kind)
-
-
-def _type_name(hint: Any) -> str:
-    names = []
-    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    for a in (typing.get_args(hint) if union else (hint,)):
-        if a is type(None):
-            names.append("null")
-        elif typing.get_origin(a) is tuple:
-            names.append(f"a list of {typing.get_args(a)[0].__name__}")
-        else:
-            names.append(a.__name__)
-    return " or ".join(names)
 
 
 _CLASSES: dict[str, type[LossOptions]] = {}

@@ -160,7 +160,14 @@ def use_compilation_cache(cache_dir: str | None) -> None:
 
     if cache_dir == "" or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         return
-    jax.config.update("jax_compilation_cache_dir", str(Path(cache_dir or default_cache_dir()) / "xla"))
+    xla = Path(cache_dir or default_cache_dir()) / "xla"
+    try:
+        xla.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return  # an unwritable cache: compile every time (the corpus cache warns about it)
+    if not os.access(xla, os.W_OK):
+        return
+    jax.config.update("jax_compilation_cache_dir", str(xla))
     if not os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)  # JAX's 1 s skips ours
 
@@ -180,5 +187,6 @@ def run_train(args: argparse.Namespace) -> None:
     print(summary, file=sys.stderr if cfg.run.quiet else sys.stdout)
     if cfg.run.out and not cfg.run.quiet:
         paths = output_paths(cfg.run.out)
-        print(f"wrote {paths['vectors']}, {paths['state']}, {paths['config']}")
+        print(f"wrote {paths['vectors']}, {paths['state']}, {paths['config']} "
+              f"(their sizes and SHA-256 in {paths['manifest']})")
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 import jax
 
 from sgns_jax.errors import ConfigError
+from sgns_jax.typecheck import check_type
 from sgns_jax.losses import LossOptions, check_options, loss_options, replace_options
 
 OPTIMIZERS = ("sgd", "adagrad", "adam")
@@ -123,6 +125,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config is a table of sections ({', '.join(SECTIONS)}), got "
+                              f"{type(d).__name__}")
         unknown = set(d) - set(SECTIONS)
         if unknown:
             raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
@@ -211,7 +216,17 @@ def resolve(cfg: TrainConfig, param_bytes: int) -> TrainConfig:
                        run={"parallelism": parallelism, "devices": devices})
 
 
+def check_types(cfg: TrainConfig) -> None:
+    """Every field holds its annotated type (``sgns_jax.typecheck``; the loss section's
+    options check themselves, ``LossOptions``)."""
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            check_type(f"{section}.{f.name}", getattr(getattr(cfg, section), f.name), hints[f.name])
+
+
 def validate(cfg: TrainConfig) -> None:
+    check_types(cfg)
     d, m, o, r = cfg.data, cfg.model, cfg.optim, cfg.run
     checks = [
         (d.min_count >= 1, f"min_count must be >= 1, got {d.min_count}"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import threading
 import time
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from typing import Any, Callable, Iterator
 import jax
 
 from sgns_jax.errors import SgnsError, TrainingDiverged
+from sgns_jax.io_utils import storage_error
 from sgns_jax.train.checkpoint import checkpoint_path, save_checkpoint
 from sgns_jax.train.parallel import fetch
 
@@ -105,8 +105,9 @@ class Checkpointer:
     """Saves the state with its progress every ``minutes``, at epoch ends and on interrupt
     (process 0 writes)."""
 
-    def __init__(self, directory: str | None, minutes: float, config: dict, resumed: bool):
-        self.directory, self.minutes, self.config = directory, minutes, config
+    def __init__(self, directory: str | None, minutes: float, config: dict, corpus,
+                 resumed: bool):
+        self.directory, self.minutes, self.config, self.corpus = directory, minutes, config, corpus
         self.last_saved = time.monotonic()
         self.last_path = str(checkpoint_path(directory)) if directory and resumed else None
 
@@ -118,26 +119,9 @@ class Checkpointer:
             return None
         path = checkpoint_path(self.directory)
         if jax.process_index() == 0:
-            save_checkpoint(self.directory, state, progress, self.config)
+            save_checkpoint(self.directory, state, progress, self.config, self.corpus.fingerprint)
         self.last_saved, self.last_path = time.monotonic(), str(path)
         return self.last_path
-
-
-@contextmanager
-def interrupt_flag() -> Iterator[threading.Event]:
-    """SIGINT/SIGTERM set a flag the loop checks between chunks (main thread only)."""
-    flag = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in previous:
-        signal.signal(s, lambda signum, frame: flag.set())
-    try:
-        yield flag
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 @dataclass
@@ -153,9 +137,15 @@ class Hooks:
     def __post_init__(self) -> None:
         r = self.run.cfg.run
         self.bar = ProgressBar(r.quiet, self.run.total_words, self.run.progress.words)
-        self.metrics = open(r.metrics, "a") if r.metrics else None
+        self.metrics = None
+        if r.metrics:
+            try:
+                self.metrics = open(r.metrics, "a")
+            except OSError as e:
+                raise storage_error(e, r.metrics) from None
         self.checkpointer = Checkpointer(r.checkpoint_dir, r.checkpoint_minutes,
-                                         self.run.cfg.to_dict(), bool(r.resume and self.run.progress.words))
+                                         self.run.cfg.to_dict(), self.run.corpus,
+                                         bool(r.resume and self.run.progress.words))
         self.epoch_loss = [0.0, 0.0]
         self.steps = int(self.run.state.step)
         self.pending: _Pending | None = None
@@ -163,7 +153,10 @@ class Hooks:
     def close(self) -> None:
         self.bar.close()
         if self.metrics is not None:
-            self.metrics.close()
+            try:
+                self.metrics.close()
+            except OSError:
+                pass  # every line was flushed when written; a failed one has raised already
 
     # -- per chunk ------------------------------------------------------------------------
     def after_chunk(self, epoch: int, group: list, loss_sum: Any, count: Any,
@@ -237,8 +230,11 @@ class Hooks:
         self.bar.log(f"epoch {epoch + 1}/{run.cfg.run.epochs}: mean loss {self.epoch_losses[-1]:.4f}, "
                      f"{p.words:,} words, {seconds:.1f} s")
         if self.metrics is not None:
-            self.metrics.write(json.dumps({"epoch": epoch + 1, "loss": self.epoch_losses[-1],
-                                           "words": p.words, "seconds": seconds,
-                                           "step": self.steps}) + "\n")
-            self.metrics.flush()
+            line = json.dumps({"epoch": epoch + 1, "loss": self.epoch_losses[-1], "words": p.words,
+                               "seconds": seconds, "step": self.steps}) + "\n"
+            try:
+                self.metrics.write(line)
+                self.metrics.flush()
+            except OSError as e:
+                raise storage_error(e, run.cfg.run.metrics) from None
         self.checkpointer.save(run.state, p)

@@ -7,8 +7,8 @@ The pieces are assembled by :func:`sgns_jax.train.build.build_run`.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -16,18 +16,21 @@ from typing import Any, Callable, Iterator
 import jax
 import numpy as np
 
+from sgns_jax import interrupts
 from sgns_jax.data.batches import Prefetcher, epoch_chunks
-from sgns_jax.data.corpus import Corpus
+from sgns_jax.data.corpus import Corpus, corpus_files
 from sgns_jax.data.vocab import Vocabulary
-from sgns_jax.evaluation.formats import save_word2vec
-from sgns_jax.io_utils import atomic_open, atomic_write, check_writable
-from sgns_jax.train.build import Run, build_run
+from sgns_jax.errors import SgnsError
+from sgns_jax.evaluation.formats import write_word2vec
+from sgns_jax.io_utils import check_writable, output_paths, write_file_set
+from sgns_jax.train.build import Run, build_run, load_corpus
+from sgns_jax.train.checkpoint import check_checkpoint_dir
 from sgns_jax.train.config import TrainConfig
-from sgns_jax.train.hooks import ChunkEvent, Hooks, TrainingInterrupted, interrupt_flag
-from sgns_jax.train.memory import estimate_memory
+from sgns_jax.train.hooks import ChunkEvent, Hooks, TrainingInterrupted
 from sgns_jax.train.runners import runner
 
-__all__ = ["ChunkEvent", "TrainResult", "TrainingInterrupted", "train", "write_outputs"]
+__all__ = ["ChunkEvent", "TrainResult", "TrainingInterrupted", "output_paths", "train",
+           "write_outputs"]
 
 
 @dataclass
@@ -77,29 +80,56 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None,
       ``SgnsError`` subclasses for bad input, ``TrainingDiverged``, ``TrainingInterrupted``.
     """
     started = time.perf_counter()
-    if cfg.run.out:
-        check_writable(cfg.run.out)
-    if cfg.run.metrics:
-        check_writable(cfg.run.metrics)
-    run = build_run(cfg, corpus)
-    if not run.cfg.run.quiet:  # before the progress bar, so nothing prints through it
-        print(run_summary(run) + (f"\nconfig: {run.cfg.to_json()}" if run.cfg.run.verbose else ""), flush=True)
-    hooks = Hooks(run, callback)
-    try:
-        with interrupt_flag() as interrupted:
-            for epoch, group in chunk_groups(run):
-                if group is None or hooks.stop:
-                    hooks.end_epoch(epoch)
-                    if hooks.stop:
-                        break
-                    continue
-                hooks.clock.start()
-                with jax.profiler.StepTraceAnnotation("chunk", step_num=hooks.steps):
-                    run.state, loss_sum, count = run.runner.run(run.state, [c.arrays for _, c in group])
-                hooks.after_chunk(epoch, group, loss_sum, count, interrupted)
-    finally:
-        hooks.close()
-    return finish(run, hooks, started)
+    with interrupts.handled():  # Ctrl-C: KeyboardInterrupt, or TrainingInterrupted in the loop
+        interrupts.check()  # one Python dropped before this call (see sgns_jax/interrupts.py)
+        check_destinations(cfg, corpus)
+        corpus = corpus if corpus is not None else load_corpus(cfg)
+        # JAX tracing and compiling, cut short by a KeyboardInterrupt, left state that crashed
+        # the interpreter at exit (SIGSEGV, 1 run in 24): Ctrl-C waits for the build.
+        with interrupts.deferred():
+            run = build_run(cfg, corpus)
+        if not run.cfg.run.quiet:  # before the progress bar, so nothing prints through it
+            print(run_summary(run) + (f"\nconfig: {run.cfg.to_json()}" if run.cfg.run.verbose else ""), flush=True)
+        hooks = Hooks(run, callback)
+        try:
+            # closing(): the producer thread is stopped and joined on every way out, so none is
+            # left running numpy while the interpreter shuts down (that aborted the process).
+            with interrupts.deferred() as interrupted, contextlib.closing(chunk_groups(run)) as groups:
+                for epoch, group in groups:
+                    if group is None or hooks.stop:
+                        hooks.end_epoch(epoch)
+                        if hooks.stop:
+                            break
+                        continue
+                    hooks.clock.start()
+                    with jax.profiler.StepTraceAnnotation("chunk", step_num=hooks.steps):
+                        run.state, loss_sum, count = run.runner.run(run.state, [c.arrays for _, c in group])
+                    hooks.after_chunk(epoch, group, loss_sum, count, interrupted)
+        finally:
+            hooks.close()
+        result = finish(run, hooks, started)
+        interrupts.check()
+        return result
+
+
+def check_destinations(cfg: TrainConfig, corpus: Corpus | None) -> None:
+    """Before anything is read or trained: every file the run will write can be written, a
+    fresh run does not replace a checkpoint, and no output would overwrite the corpus."""
+    r = cfg.run
+    if r.resume and not r.checkpoint_dir:
+        raise SgnsError("--resume needs --checkpoint-dir")
+    outputs = list(output_paths(r.out).values()) if r.out else []
+    for path in outputs:
+        check_writable(path)
+    if r.metrics:
+        check_writable(r.metrics, "metrics")
+    if r.checkpoint_dir:
+        check_checkpoint_dir(r.checkpoint_dir, r.resume)
+    if corpus is None and cfg.data.corpus:
+        inputs = {p.resolve() for p in corpus_files(cfg.data.corpus)}
+        for path in outputs + ([Path(r.metrics)] if r.metrics else []):
+            if path.resolve() in inputs:
+                raise SgnsError(f"{path} is the corpus; choose another --out or --metrics")
 
 
 def chunk_groups(run: Run) -> Iterator[tuple[int, list | None]]:
@@ -154,12 +184,7 @@ def run_summary(run: Run) -> str:
     """A few lines for a person: corpus, model, batches and parallelism, memory estimate."""
     cfg, corpus, spec = run.cfg, run.corpus, run.spec
     o = cfg.optim
-    chunk_bytes = sum(a.nbytes for a in spec.zero_chunk().values())
-    mode, devices = runner(cfg.run.parallelism), cfg.run.devices
-    memory = estimate_memory(run.param_specs, len(corpus), copies=mode.table_copies(devices),
-                             optimizer=o.optimizer, dense_update=o.update == "dense",
-                             chunk_bytes=chunk_bytes)
-    parallel = mode.describe(devices)
+    parallel = runner(cfg.run.parallelism).describe(cfg.run.devices)
     return "\n".join([
         f"corpus: {corpus.raw_tokens:,} tokens, {len(corpus):,} in the vocabulary of "
         f"{len(corpus.vocab):,} words; {cfg.run.epochs} epoch(s)",
@@ -167,35 +192,29 @@ def run_summary(run: Run) -> str:
         f"{cfg.model.dim}, {o.optimizer} lr {o.learning_rate}; {spec.batch_size} "
         f"{'pairs' if spec.layout == 'pairs' else 'centres'} a step, {spec.steps_per_chunk} steps "
         f"a call; {parallel}",
-        memory.summary()])
-
-
-def output_paths(out: str | Path) -> dict[str, Path]:
-    out = Path(out)
-    stem = out.with_suffix("") if out.suffix in (".txt", ".bin", ".vec") else out
-    return {"vectors": out, "state": Path(f"{stem}.npz"), "config": Path(f"{stem}.config.json")}
+        run.memory.summary()])
 
 
 def write_outputs(result: TrainResult) -> None:
     """Vectors (word2vec text or binary: the input table w_in, exactly), the rest of the state
     (.npz: the output layer's parameter leaves, vocabulary, counts, config) and the config
-    (.json).
+    (.json), written as one set with a manifest (``io_utils.write_file_set``): a failure or a
+    kill leaves the previous set readable, and a file of one run is never read as part of
+    another.
 
     w_in is not repeated in the .npz: at a million words × 300 dims each table is 1.2 GB, and
     writing it twice cost ~4 s of a ~40 s run on the 2-core machine's disk (~400 MB/s).
     """
     paths = output_paths(result.config.run.out)
+    config = result.config.to_json().encode()
 
-    def save_state() -> None:
-        with atomic_open(paths["state"], "wb") as f:
-            np.savez(f, **{k: v for k, v in result.params.items() if k != "w_in"},
-                     words=np.array(result.vocab.words), counts=result.vocab.counts,
-                     config=np.frombuffer(result.config.to_json().encode(), dtype=np.uint8))
+    def save_vectors(f) -> None:
+        write_word2vec(f, result.vocab.words, result.vectors, binary=result.config.run.binary)
 
-    # The two large files at once: each is part CPU (formatting, zip CRC) and part waiting on
-    # the disk (fsync), so together they took ~6 s instead of ~10 at 1M words × 300 dims.
-    with ThreadPoolExecutor(1) as pool:
-        state = pool.submit(save_state)
-        save_word2vec(paths["vectors"], result.vocab.words, result.vectors, binary=result.config.run.binary)
-        state.result()
-    atomic_write(paths["config"], result.config.to_json().encode())
+    def save_state(f) -> None:
+        tables = {name: table for name, table in result.params.items() if name != "w_in"}
+        np.savez(f, **tables, words=np.array(result.vocab.words), counts=result.vocab.counts,
+                 config=np.frombuffer(config, dtype=np.uint8))
+
+    write_file_set({paths["vectors"]: save_vectors, paths["state"]: save_state,
+                    paths["config"]: lambda f: f.write(config)}, paths["manifest"])
