@@ -61,6 +61,9 @@ def get_config(quick: bool = False) -> dict:
         })
         # BlackOut diverges at 0.05 (its −log(1 − p̃) term explodes for a heavily weighted
         # sample); the full grid's sweep sees that and picks a lower rate.
+        # Adaptive softmax too: its projections and cluster logits sum every tail example's
+        # gradient in a step.
         config["strategies"] = {**config["strategies"],
-                                "blackout": {**config["strategies"]["blackout"], "learning_rates": [0.025]}}
+                                "blackout": {**config["strategies"]["blackout"], "learning_rates": [0.025]},
+                                "adaptive": {**config["strategies"]["adaptive"], "learning_rates": [0.025]}}
     return config
