@@ -9,7 +9,7 @@ Quick check (what the test runs):
 
     python experiments/compare_losses.py --quick --out /tmp/compare_quick
 
-Grid: strategy ∈ {full, hs, ns K=5, ns K=15, nce K=5, sampled S=64, blackout S=64, adaptive} × vocabulary ∈ {count ≥ 5,
+Grid: strategy ∈ {full, hs, ns K=5, ns K=15, nce K=5, sampled S=64, blackout S=64, adaptive, dsoftmax} × vocabulary ∈ {count ≥ 5,
 the 5,000 most frequent} on the bundled Wikipedia text, 5% of the stored sentences held out for
 the test and 5% of the rest for validation. Every run: skip-gram, dim 100, window 5, sample 1e-3
 (word2vec's default; the held-out pairs are subsampled the same way), SGD with the rate of the
@@ -40,6 +40,7 @@ def get_config(quick: bool = False) -> dict:
             "sampled": {"name": "sampled", "shared_samples": 64},
             "blackout": {"name": "blackout", "shared_samples": 64},
             "adaptive": {"name": "adaptive"},  # cutoffs at 80% / 95% token coverage, div_value 4
+            "dsoftmax": {"name": "dsoftmax"},  # the same bands, widths D/2, D/4, D/4
         },
         # 0.1 was added after the first run chose 0.05, the top of the grid, for most strategies
         # on this one-epoch corpus: a sweep's best must be inside its range.
