@@ -110,3 +110,14 @@ def test_large_vocab_parallel_comparison_runs_every_way(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [x["way"] for x in rows] == ["single", "workers", "vocab", "columns"]
     assert all(x["vocab"] == 2000 and x["chunks"] >= 4 and x["ms_per_chunk"] > 0 for x in rows)
+
+
+def test_output_layer_benchmark_runs_in_quick_mode(tmp_path):
+    out = tmp_path / "layers.json"
+    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench_output_layers.py"), "--quick",
+                        "--seeds", "0", "--out", str(out)], capture_output=True, text=True,
+                       timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [x["strategy"] for x in rows] == ["adaptive", "dsoftmax", "full", "hs"]
+    assert all(x["words_per_s"] > 0 and math.isfinite(x["heldout"]) for x in rows)

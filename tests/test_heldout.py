@@ -101,6 +101,21 @@ def test_heldout_objective_is_the_biased_log_softmax():
     np.testing.assert_allclose(got_raw, ref_raw, rtol=1e-5)
 
 
+def test_window_hs_is_scored_as_pair_hs():
+    """Skip-gram HS trained over windows (its default) scores held-out pairs along their own
+    paths: the same objective as the pairs layout's layer on the same parameters."""
+    rng = np.random.default_rng(2)
+    counts = rng.integers(1, 1000, V)
+    pairs = {"input": rng.integers(0, V, 37).astype(np.int32),
+             "output": rng.integers(0, V, 37).astype(np.int32), "mask": np.ones(37, np.float32)}
+    params = {"w_in": jnp.asarray(rng.normal(size=(V, 4)), jnp.float32),
+              "w_out": jnp.asarray(rng.normal(size=(V - 1, 4)), jnp.float32)}
+    window, pair = make_output_layer("hs", counts), make_output_layer("hs", counts, hs_paths="pair")
+    assert window.layout == "windows"
+    np.testing.assert_allclose(HeldoutObjective(window, pairs)(params), HeldoutObjective(pair, pairs)(params),
+                               rtol=1e-6)
+
+
 def test_experiment_vocabulary_comes_from_the_training_split_only(tmp_path):
     """The comparison counts its vocabulary, noise and tree on the training split: a word that
     occurs only in held-out sentences is out of vocabulary, and every count is a training

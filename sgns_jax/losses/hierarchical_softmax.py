@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sgns_jax.errors import ConfigError
-from sgns_jax.losses.base import (Array, Batch, Lookup, OutputLayer, ParamSpec, log_sigmoid,
+from sgns_jax.losses.base import (Array, Batch, Lookup, OutputLayer, ParamSpec, gather_rows, log_sigmoid,
                                   log_sigmoid_unsaturated, window_logits)
 from sgns_jax.losses.huffman import HuffmanTree, huffman_codes
 from sgns_jax.losses.registry import LossOptions, option, register
@@ -79,6 +79,14 @@ class WindowHierarchicalSoftmax(HierarchicalSoftmax):
 
     def describe(self) -> str:
         return "hierarchical softmax (a path per window)"
+
+    def heldout_nll(self, params, pairs: Batch, raw: bool = False) -> Array:
+        """Held-out pairs come in the pairs layout: each scored along its own path (the same
+        tree and probabilities as training's windows)."""
+        lookups = HierarchicalSoftmax.lookups(self, pairs, None)
+        losses_B, weight_B = HierarchicalSoftmax.example_losses(self, gather_rows(params, lookups),
+                                                                lookups, pairs)
+        return jnp.sum(losses_B * weight_B)
 
     def lookups(self, batch: Batch, noise: Array | None) -> dict[str, Lookup]:
         return {"input": Lookup("w_in", batch["context"]),
