@@ -8,7 +8,7 @@ The corpus is ``bench_vocab_scaling.py``'s synthetic Zipf text (2 M tokens, ever
 a chunk). The first ``--chunks`` chunks of the epoch are built once and trained by:
 
 * ``single``: one stream on one device (the default at this size);
-* ``workers``: two worker streams (``train/workers.py``): each trains its own replica, and every
+* ``workers``: two worker streams (``engine/workers.py``): each trains its own replica, and every
   round the rows either touched are merged;
 * ``vocab``: the tables' rows split over two devices (``--parallelism vocab``): each device
   gathers the rows it owns, a ``psum`` assembles them, both compute the whole step;
@@ -43,9 +43,10 @@ def child(way: str, corpus: str, dim: int, chunks: int, cache: str) -> dict:
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     from sgns_jax.data.batches import epoch_chunks
-    from sgns_jax.train import build, runners
-    from sgns_jax.train.config import TrainConfig
-    from sgns_jax.train.step import chunk_steps
+    from sgns_jax.engine import runners
+    from sgns_jax.train import build
+    from sgns_jax.config import TrainConfig
+    from sgns_jax.engine.step import chunk_steps
 
     class Columns(runners.SingleDevice):
         """The chunk jitted with both tables split by columns over two devices."""

@@ -12,7 +12,7 @@ the same cores). The corpus is ``bench_vocab_scaling.py``'s synthetic Zipf text 
 the rest Zipf-distributed, seeded), so ``min_count 1`` gives exactly V words. Each cell trains one
 epoch or ``--seconds`` of steady-state training (compilation excluded), skip-gram, dim 100 (or
 ``--dim``), window 5, negative 5, sample 1e-3, the default batch size of each strategy on the
-device's backend (``train/config.py: default_batch_size``); ``1→N`` devices is the exact
+device's backend (``config.py: default_batch_size``); ``1→N`` devices is the exact
 data-parallel path (``run.parallelism = "data"``). ``--matmul-dtype bfloat16`` gives the
 GEMM-shaped strategies (``batch``, ``full``) bfloat16 operands with float32 accumulation.
 
@@ -103,7 +103,7 @@ def run_cell(corpus, strategy: str, vocab: int, devices: int, args, machine: dic
     import numpy as np
 
     from sgns_jax.losses.huffman import huffman_codes
-    from sgns_jax.train.config import TrainConfig
+    from sgns_jax.config import TrainConfig
     from sgns_jax.train.loop import train
 
     cfg = TrainConfig().replace(

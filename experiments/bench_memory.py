@@ -63,7 +63,7 @@ def child_sgns(args) -> dict:
     import jax.numpy as jnp
 
     from sgns_jax.data.corpus import encode_corpus
-    from sgns_jax.train.config import TrainConfig
+    from sgns_jax.config import TrainConfig
     from sgns_jax.train.loop import train, write_outputs
 
     jnp.ones(1).block_until_ready()

@@ -59,7 +59,7 @@ def settings(quick: bool) -> dict:
 
 def run(cfg: dict, data: dict, strategy: dict, seed: int, **run) -> dict:
     from sgns_jax.errors import TrainingDiverged
-    from sgns_jax.train.config import TrainConfig
+    from sgns_jax.config import TrainConfig
     from sgns_jax.train.loop import train
 
     config = TrainConfig().replace(

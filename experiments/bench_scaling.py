@@ -26,7 +26,7 @@ def child(args) -> dict:
 
     from sgns_jax.data.batches import epoch_chunks
     from sgns_jax.evaluation.benchmarks import bundled
-    from sgns_jax.train.config import TrainConfig
+    from sgns_jax.config import TrainConfig
     from sgns_jax.train.build import batch_spec, build_layer, load_corpus
     from sgns_jax.train.loop import train
 

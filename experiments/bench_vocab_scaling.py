@@ -74,7 +74,7 @@ def child(run: str, corpus: str, dim: int, tmp: str) -> dict:
         model.wv.save_word2vec_format(out, binary=True)
         write_s = time.perf_counter() - t
     else:
-        from sgns_jax.train.config import TrainConfig
+        from sgns_jax.config import TrainConfig
         from sgns_jax.train.loop import train
 
         streams = 2 if run.endswith("w2") else 1

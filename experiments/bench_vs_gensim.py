@@ -53,7 +53,7 @@ def child(args) -> dict:
         model.wv.save_word2vec_format(out)
         tokens = model.corpus_total_words
     else:
-        from sgns_jax.train.config import TrainConfig
+        from sgns_jax.config import TrainConfig
         from sgns_jax.train.loop import train
 
         loss, optim, run, *model = MODES[args.mode]
@@ -98,7 +98,7 @@ MODES = {
     "hs w1": ({"name": "hs"}, {}, {}),
     "hs": ({"name": "hs"}, {}, W2),
     "hs R1": ({"name": "hs"}, {}, {**W2, "merge_every": 1}),  # merges every chunk, not every 2
-    # The accelerator default batch sizes (train/config.py), one stream as on one device:
+    # The accelerator default batch sizes (config.py), one stream as on one device:
     # quality and stability do not depend on the device, so the CPU measures them.
     "window w1 b512": (WINDOW, {"batch_size": 512}, {}),
     "pair w1 b4096": (PAIR, {"batch_size": 4096}, {}),

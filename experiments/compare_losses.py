@@ -46,7 +46,7 @@ from sgns_jax.evaluation.benchmarks import (SIMLEX, WORDSIM, bundled, evaluate_a
 from sgns_jax.evaluation.embeddings import Embeddings
 from sgns_jax.evaluation.heldout import HeldoutObjective, heldout_pairs, unigram_objective
 from sgns_jax.losses import make_output_layer
-from sgns_jax.train.config import TrainConfig
+from sgns_jax.config import TrainConfig
 from sgns_jax.train.loop import train
 
 HERE = Path(__file__).parent

@@ -28,8 +28,9 @@ from pathlib import Path  # noqa: E402
 import jax  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sgns_jax.train import build, loop, runners, workers  # noqa: E402
-from sgns_jax.train.config import TrainConfig  # noqa: E402
+from sgns_jax.engine import runners, workers  # noqa: E402
+from sgns_jax.train import build, loop  # noqa: E402
+from sgns_jax.config import TrainConfig  # noqa: E402
 
 IMPORT_S = time.perf_counter() - T0
 

@@ -32,9 +32,9 @@ import numpy as np  # noqa: E402
 from sgns_jax.data.batches import epoch_chunks  # noqa: E402
 from sgns_jax.evaluation.benchmarks import bundled  # noqa: E402
 from sgns_jax.train import build as loop  # noqa: E402
-from sgns_jax.train.config import TrainConfig  # noqa: E402
-from sgns_jax.train.step import chunk_steps, init_params, init_state  # noqa: E402
-from sgns_jax.train.updates import make_update_rule  # noqa: E402
+from sgns_jax.config import TrainConfig  # noqa: E402
+from sgns_jax.engine.step import chunk_steps, init_params, init_state  # noqa: E402
+from sgns_jax.engine.updates import make_update_rule  # noqa: E402
 
 MODES = {
     "pair": {"name": "ns", "negative_mode": "pair"},

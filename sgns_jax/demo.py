@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sgns_jax.evaluation.benchmarks import bundled, evaluate_all, format_table
 from sgns_jax.evaluation.embeddings import Embeddings
-from sgns_jax.train.config import TrainConfig
+from sgns_jax.config import TrainConfig
 from sgns_jax.train.loop import train
 
 WORDS = ("king", "war", "music", "france", "computer", "three")

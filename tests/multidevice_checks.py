@@ -1,7 +1,7 @@
 """Checks run in a subprocess with 8 simulated CPU devices (see test_parallel.py).
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/multidevice_checks.py CHECK
-prints one JSON line with the check's measurements. The runners (train/runners.py) are built as
+prints one JSON line with the check's measurements. The runners (engine/runners.py) are built as
 train() builds them, from a config.
 """
 
@@ -18,12 +18,12 @@ from sgns_jax.data.batches import epoch_chunks
 from sgns_jax.data.corpus import encode_corpus
 from sgns_jax.losses import registered_variants
 from sgns_jax.train.build import batch_spec, build_layer, make_schedule
-from sgns_jax.train.config import TrainConfig
+from sgns_jax.config import TrainConfig
 from sgns_jax.train.loop import train
-from sgns_jax.train.parallel import fetch
-from sgns_jax.train.runners import RUNNERS, _whole_table_roles
-from sgns_jax.train.step import chunk_steps, init_params, init_state
-from sgns_jax.train.updates import make_update_rule
+from sgns_jax.engine.mesh import fetch
+from sgns_jax.engine.runners import RUNNERS, _whole_table_roles
+from sgns_jax.engine.step import chunk_steps, init_params, init_state
+from sgns_jax.engine.updates import make_update_rule
 
 
 def tiny_corpus(directory):
@@ -181,7 +181,7 @@ def vocab_sharded_training(path):
 def workers(path):
     """Worker streams: one round against its definition, base + Σ_w (worker_w − base); and
     whole runs with 2 workers (repeatability, loss next to the one-stream run)."""
-    from sgns_jax.train.workers import WorkerStreams
+    from sgns_jax.engine.workers import WorkerStreams
 
     cfg = config(path, loss={"name": "ns", "negative_mode": "pair"})
     corpus = encode_corpus(path, min_count=1)
@@ -204,7 +204,7 @@ def workers(path):
             state, _, _ = fn(state, arrays, key)
         return state
 
-    import sgns_jax.train.workers as workers_mod
+    import sgns_jax.engine.workers as workers_mod
 
     out = {}
     # chunks per worker (worker 0 gets r chunks, worker 1 the rest: 1) × the two merges.

@@ -10,8 +10,8 @@ import pytest
 from sgns_jax.errors import ConfigError
 from sgns_jax.losses import make_output_layer
 from sgns_jax.losses.adaptive_softmax import coverage_cutoffs
-from sgns_jax.train.step import init_state, param_specs, train_step
-from sgns_jax.train.updates import make_update_rule
+from sgns_jax.engine.step import init_state, param_specs, train_step
+from sgns_jax.engine.updates import make_update_rule
 
 V, D, B = 40, 12, 16
 COUNTS = np.sort(np.random.default_rng(0).integers(1, 500, V))[::-1].copy()

@@ -9,7 +9,7 @@ import pytest
 from sgns_jax.errors import ConfigError
 from sgns_jax.losses import make_output_layer
 from sgns_jax.losses.differentiated_softmax import halving_widths
-from sgns_jax.train.step import param_specs
+from sgns_jax.engine.step import param_specs
 
 V, D, B = 40, 12, 16
 COUNTS = np.sort(np.random.default_rng(0).integers(1, 500, V))[::-1].copy()

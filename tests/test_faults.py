@@ -32,7 +32,7 @@ from sgns_jax.errors import (CheckpointError, ConfigError, SgnsError, StorageErr
                              TrainingDiverged, VectorsFormatError)
 from sgns_jax.evaluation.formats import DuplicateWordWarning, load_word2vec, save_word2vec
 from sgns_jax.train import build as build_mod
-from sgns_jax.train.config import TrainConfig
+from sgns_jax.config import TrainConfig
 from sgns_jax.train.loop import TrainingInterrupted, train
 from sgns_jax.train.memory import batch_bytes
 from test_train import corpus_file, tiny_config  # noqa: F401 (a fixture)

@@ -12,7 +12,7 @@ import pytest
 from sgns_jax.data.corpus import encode_corpus
 from sgns_jax.evaluation.heldout import HeldoutObjective, heldout_pairs, unigram_objective
 from sgns_jax.losses import make_output_layer
-from sgns_jax.train.config import TrainConfig
+from sgns_jax.config import TrainConfig
 from sgns_jax.train.loop import train
 
 ROOT = Path(__file__).parent.parent

@@ -13,7 +13,7 @@ from sgns_jax.data.pairs import skipgram_pairs
 from sgns_jax.data.vocab import noise_distribution
 from sgns_jax.losses import (AliasSampler, FullSoftmax, HierarchicalSoftmax, huffman_codes,
                              make_output_layer, registered_variants)
-from sgns_jax.train.step import param_specs
+from sgns_jax.engine.step import param_specs
 
 V, D, B = 40, 6, 12
 RNG = np.random.default_rng(0)
@@ -440,8 +440,8 @@ def test_window_hs_equals_hs_over_the_same_pairs():
     layout's HS regrouped: the same per-pair losses, and one SGD step on a batch of windows
     equals one step on the same pairs. Mutants caught: the path of a context instead of the
     centre; a context's mask ignored; node gradients not summed over the contexts."""
-    from sgns_jax.train.step import init_state, train_step
-    from sgns_jax.train.updates import make_update_rule
+    from sgns_jax.engine.step import init_state, train_step
+    from sgns_jax.engine.updates import make_update_rule
 
     pairs_layer = make_output_layer("hs", COUNTS, hs_paths="pair")
     window_layer = make_output_layer("hs", COUNTS)

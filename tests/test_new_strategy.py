@@ -20,10 +20,10 @@ from sgns_jax.losses import registry
 from sgns_jax.losses.base import Lookup, OutputTableLayer, ParamSpec, log_sigmoid
 from sgns_jax.train import loop as loop_mod
 from sgns_jax.train.build import build_layer
-from sgns_jax.train.cli import config_from_args
-from sgns_jax.train.config import TrainConfig
+from sgns_jax.cli.train import config_from_args
+from sgns_jax.config import TrainConfig
 from sgns_jax.train.loop import TrainingInterrupted, train
-from sgns_jax.train.step import param_specs
+from sgns_jax.engine.step import param_specs
 
 
 @dataclass(frozen=True, eq=False)

@@ -89,7 +89,7 @@ def test_vocabulary_sharded_tables_equal_the_unsharded_step():
     import numpy as np
 
     from sgns_jax.losses import make_output_layer, registered_variants
-    from sgns_jax.train.runners import _whole_table_roles
+    from sgns_jax.engine.runners import _whole_table_roles
 
     results = run_check("vocab_sharded")
     row_variants = [(n, kw) for n, kw in registered_variants()

@@ -16,14 +16,14 @@ from sgns_jax.errors import ConfigError, SgnsError, TrainingDiverged
 from sgns_jax.losses import registered_variants
 from sgns_jax.evaluation.formats import load_word2vec
 from sgns_jax.train import loop as loop_mod
-from sgns_jax.train import runners as runners_mod
+from sgns_jax.engine import runners as runners_mod
 from sgns_jax.train.checkpoint import load_checkpoint
-from sgns_jax.train.config import TrainConfig
+from sgns_jax.config import TrainConfig
 from sgns_jax.train.build import batch_spec, build_layer, make_schedule
 from sgns_jax.train.loop import TrainingInterrupted, train
-from sgns_jax.train.step import (chunk_steps, init_params, init_state, param_specs, train_step,
+from sgns_jax.engine.step import (chunk_steps, init_params, init_state, param_specs, train_step,
                                  uniform_rows)
-from sgns_jax.train.updates import make_update_rule
+from sgns_jax.engine.updates import make_update_rule
 
 
 @pytest.fixture(scope="module")
@@ -332,6 +332,19 @@ def test_outputs_honour_the_umask(corpus_file, tmp_path):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
 
 
+def test_train_help_lists_every_strategy_mode_and_option():
+    """``sgns-jax train --help`` is generated from the registries (a '%' in a help text once
+    broke it): every strategy, every parallelism mode, every strategy's options."""
+    from sgns_jax.engine.runners import RUNNERS
+    from sgns_jax.losses import option_fields, specs
+
+    r = run_cli("train", "--help")
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stdout.split())
+    assert all(name in text for name in specs()) and all(mode in text for mode in RUNNERS)
+    assert all(f"--{name.replace('_', '-')}" in text for name in option_fields())
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["--window", "0"], 2, "window must be >= 1"),
     (["--loss", "bogus"], 2, "invalid choice"),
@@ -609,8 +622,8 @@ def test_skipgram_hs_step_is_word2vecs_update():
 
 
 def test_default_parallelism_follows_the_machine_and_the_tables():
-    from sgns_jax.train.runners import DEFAULT_WORKERS_MAX_TABLE_BYTES
-    from sgns_jax.train.runners import choose as default_parallelism
+    from sgns_jax.engine.runners import DEFAULT_WORKERS_MAX_TABLE_BYTES
+    from sgns_jax.engine.runners import choose as default_parallelism
 
     cfg = TrainConfig()
     small, large = 32 << 20, DEFAULT_WORKERS_MAX_TABLE_BYTES + 1
@@ -642,7 +655,7 @@ def test_batch_spec_takes_the_backend_and_the_run_records_it(corpus_file, monkey
 
 
 def test_default_batch_sizes_follow_the_backend():
-    from sgns_jax.train.config import default_batch_size
+    from sgns_jax.config import default_batch_size
 
     def batch(backend, **loss):
         return default_batch_size(TrainConfig().replace(loss=loss), backend)

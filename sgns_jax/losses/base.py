@@ -224,7 +224,7 @@ class OutputLayer:
 
     def param_specs(self, vocab_size: int, dim: int) -> dict[str, ParamSpec]:
         """The layer's own parameter leaves by name; the model adds the input embeddings
-        ``w_in [V, D]`` (:func:`sgns_jax.train.step.param_specs`). Names must not be one of
+        ``w_in [V, D]`` (:func:`sgns_jax.engine.step.param_specs`). Names must not be one of
         ``RESERVED_NAMES``."""
         raise NotImplementedError
 

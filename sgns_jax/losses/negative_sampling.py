@@ -99,7 +99,7 @@ class BatchNegativeSampling(SharedNoise, NegativeSampling):
 class NegativeMode:
     layer: type[NegativeSampling]
     default_batch_size: int       # on the CPU
-    accelerator_batch_size: int   # on a GPU or TPU (train/config.py: default_batch_size)
+    accelerator_batch_size: int   # on a GPU or TPU (config.py: default_batch_size)
     skip_gram_only: bool = False
 
 

@@ -22,13 +22,13 @@ from sgns_jax.data.corpus import Corpus, default_cache_dir, encode_corpus
 from sgns_jax import losses
 from sgns_jax.errors import ConfigError, SgnsError
 from sgns_jax.losses import OutputLayer, ParamSpec
-from sgns_jax.train import runners
+from sgns_jax.engine import runners
 from sgns_jax.train.checkpoint import Progress, checkpoint_path, load_checkpoint
-from sgns_jax.train.config import (TrainConfig, default_batch_size, default_steps_per_chunk,
+from sgns_jax.config import (TrainConfig, default_batch_size, default_steps_per_chunk,
                                    learning_rate, resolve)
 from sgns_jax.train.memory import (MemoryEstimate, available_memory, batch_bytes, check_fits,
                                    estimate_memory)
-from sgns_jax.train.step import TrainState, init_params, init_state, param_specs
+from sgns_jax.engine.step import TrainState, init_params, init_state, param_specs
 
 
 def load_corpus(cfg: TrainConfig) -> Corpus:
@@ -97,7 +97,7 @@ class Run:
     layer: OutputLayer
     spec: BatchSpec
     schedule: optax.Schedule
-    runner: Any                 # train/runners.py
+    runner: Any                 # engine/runners.py
     state: TrainState
     progress: Progress          # resumed from the checkpoint, if any
     total_words: int            # words the schedule spans
@@ -117,7 +117,7 @@ class Run:
 def build_run(cfg: TrainConfig, corpus: Corpus | None = None) -> Run:
     """Everything a training loop needs; compiles the chunk function before returning.
 
-    The user's config is resolved once (:func:`sgns_jax.train.config.resolve`, after the
+    The user's config is resolved once (:func:`sgns_jax.config.resolve`, after the
     vocabulary fixes the parameter tree's size); everything after reads the resolved config.
     """
     if cfg.run.resume and not cfg.run.checkpoint_dir:

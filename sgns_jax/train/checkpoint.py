@@ -21,7 +21,7 @@ import numpy as np
 
 from sgns_jax.errors import CheckpointError
 from sgns_jax.io_utils import atomic_open, check_directory_writable, storage_error
-from sgns_jax.train.step import TrainState
+from sgns_jax.engine.step import TrainState
 
 CHECKPOINT_NAME = "checkpoint.npz"
 FORMAT = 2  # 2: parameter leaves by name (param/<name>), corpus fingerprint
@@ -67,7 +67,7 @@ def check_checkpoint_dir(directory: str | Path, resume: bool) -> None:
 def save_checkpoint(directory: str | Path, state: TrainState, progress: Progress,
                     config: dict[str, Any], corpus: dict[str, Any]) -> Path:
     """Write the state; ``corpus`` is the corpus's fingerprint (``Corpus.fingerprint``)."""
-    from sgns_jax.train.parallel import fetch
+    from sgns_jax.engine.mesh import fetch
 
     path = checkpoint_path(directory)
     try:

@@ -21,7 +21,7 @@ import jax
 from sgns_jax.errors import SgnsError, TrainingDiverged
 from sgns_jax.io_utils import storage_error
 from sgns_jax.train.checkpoint import checkpoint_path, save_checkpoint
-from sgns_jax.train.parallel import fetch
+from sgns_jax.engine.mesh import fetch
 
 
 class TrainingInterrupted(SgnsError):

@@ -1,6 +1,6 @@
 """The training loop: ``train(cfg)`` — build the run, feed it chunks, write the vectors.
 
-Corpus → batches (host thread) → jitted chunks (device, ``train/runners.py``) → hooks between
+Corpus → batches (host thread) → jitted chunks (device, ``engine/runners.py``) → hooks between
 chunks (``train/hooks.py``: progress, metrics, budgets, checkpoints, signals) → vectors on disk.
 The pieces are assembled by :func:`sgns_jax.train.build.build_run`.
 """
@@ -25,9 +25,9 @@ from sgns_jax.evaluation.formats import write_word2vec
 from sgns_jax.io_utils import check_writable, output_paths, write_file_set
 from sgns_jax.train.build import Run, build_run, load_corpus
 from sgns_jax.train.checkpoint import check_checkpoint_dir
-from sgns_jax.train.config import TrainConfig
+from sgns_jax.config import TrainConfig
 from sgns_jax.train.hooks import ChunkEvent, Hooks, TrainingInterrupted
-from sgns_jax.train.runners import runner
+from sgns_jax.engine.runners import runner
 
 __all__ = ["ChunkEvent", "TrainResult", "TrainingInterrupted", "output_paths", "train",
            "write_outputs"]

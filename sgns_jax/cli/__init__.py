@@ -85,17 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands():
-    """Subcommands living beside their library modules (train, eval, similar, download)."""
-    registrars = []
-    for module in ("sgns_jax.train.cli", "sgns_jax.evaluation.cli"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        registrars.append(mod.register)
-    return registrars
+    """The subcommands of their own modules: train (``cli/train.py``), and eval, similar and
+    download (``cli/evaluate.py``)."""
+    from sgns_jax.cli import evaluate, train
+
+    return [train.register, evaluate.register]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,7 +121,3 @@ def main(argv: list[str] | None = None) -> int:
                   "summary estimates what a run needs", file=sys.stderr)
             return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,7 +15,7 @@ before the clock starts, and trains groups of chunks:
 Modes: ``single`` (one device), ``data`` and ``vocab`` (one :class:`ShardMapped` runner over a
 1-D mesh: the batch split and the state replicated, or the tables' rows split and the batch
 replicated; many processes with ``jax.distributed`` for ``data``) and ``workers`` (Hogwild-style
-streams, ``train/workers.py``). Adding a mode is a subclass here and an entry in ``RUNNERS``.
+streams, ``engine/workers.py``). Adding a mode is a subclass here and an entry in ``RUNNERS``.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ import numpy as np
 
 from sgns_jax.errors import ConfigError, SgnsError
 from sgns_jax.losses.base import OutputLayer
-from sgns_jax.train.parallel import (DATA_AXIS, check_batch_divisible, data_mesh, fetch,
+from sgns_jax.engine.mesh import (DATA_AXIS, check_batch_divisible, data_mesh, fetch,
                                      pad_rows, replicate, shard_chunk, shard_rows)
-from sgns_jax.train.step import TrainState, chunk_steps
-from sgns_jax.train.updates import VocabShardedSGD, make_update_rule
-from sgns_jax.train.workers import WorkerStreams
+from sgns_jax.engine.step import TrainState, chunk_steps
+from sgns_jax.engine.updates import VocabShardedSGD, make_update_rule
+from sgns_jax.engine.workers import WorkerStreams
 
 P = jax.sharding.PartitionSpec
 _DISTRIBUTED_STARTED = False
@@ -146,7 +146,7 @@ class ShardMapped(SingleDevice):
     * ``"batch"`` — data parallelism: the batch split, the state replicated; every device draws
       the global batch's noise, so 1, 2, 4 or 8 devices give the same update;
     * ``"rows"`` — model parallelism: every leaf's rows split (plus padding to a multiple of
-      the devices), the whole batch on every device (``train/updates.VocabShardedSGD``).
+      the devices), the whole batch on every device (``engine/updates.VocabShardedSGD``).
     """
 
     split: ClassVar[str] = "batch"
@@ -230,7 +230,7 @@ def _whole_table_roles(layer: OutputLayer) -> list[bool]:
 
 
 class Workers(Runner):
-    """Hogwild-style worker streams, one per CPU device (``train/workers.py``)."""
+    """Hogwild-style worker streams, one per CPU device (``engine/workers.py``)."""
 
     name, help = "workers", "Hogwild-style worker streams, one per CPU core (SGD)"
     cpu_only = True

@@ -2,9 +2,9 @@
 
 ``train_step(state, batch, key, lr, layer=, rule=)`` is a pure function: the step's noise, the
 rows its batch looks up, the gradient of the summed loss with respect to those rows (or the
-whole tables, for the dense reference rule), and the rule's update (``train/updates.py``).
+whole tables, for the dense reference rule), and the rule's update (``engine/updates.py``).
 ``chunk_steps`` runs ``[T, ...]`` batches through it — step 0 with the loss value, the rest
-without — and the runners (``train/runners.py``) jit it, on one device or under ``shard_map``.
+without — and the runners (``engine/runners.py``) jit it, on one device or under ``shard_map``.
 Step ``t``'s key is ``fold_in(root_key, global_step)``.
 
 The gradient is that of the **sum** of the per-example losses, so the learning rate is per pair
@@ -32,7 +32,7 @@ class TrainState(NamedTuple):
     opt_state: Any      # the update rule's state
     step: Array         # int32 scalar, global step count
     # {table: bool [rows]}: rows any update since it was cleared has touched; None: not kept.
-    # Worker streams (train/workers.py) merge only these rows.
+    # Worker streams (engine/workers.py) merge only these rows.
     touched: Any = None
 
 

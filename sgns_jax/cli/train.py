@@ -1,6 +1,6 @@
 """``sgns-jax train``: flags (or a config file) → TrainConfig → train().
 
-The flags are generated from the config dataclasses (``train/config.py``): one per field,
+The flags are generated from the config dataclasses (``config.py``): one per field,
 spelled ``--field-name`` unless the field's metadata gives ``flags``, with its help text and
 choices. The ``[loss]`` flags come from the registered strategies' options classes
 (``losses/registry.py``): ``--loss`` chooses one, and each option flag belongs to the strategies
@@ -43,7 +43,7 @@ def _fields():
     """(section, owner class, field, help) of every config field; the loss section's are the
     ``name`` and every registered strategy's options."""
     from sgns_jax.losses import LossOptions, option_fields, specs
-    from sgns_jax.train.config import SECTIONS
+    from sgns_jax.config import SECTIONS
 
     for section, cls in SECTIONS.items():
         if section == "loss":
@@ -67,12 +67,13 @@ def register(sub, add_corpus_flags) -> None:
     p.add_argument("--config", help="JSON or TOML file with [data] [model] [loss] [optim] [run]")
     p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", dest="overrides",
                    help="set any config field, e.g. --set optim.learning_rate=0.035 (repeatable)")
-    from sgns_jax.train.runners import Workers
+    from sgns_jax.engine.runners import Workers
 
     p.add_argument("--workers", type=int, metavar="N",
                    help=f"shorthand for --parallelism {Workers.name} --devices N (N = 1: one stream)")
     groups = {}
     for section, cls, f, help in _fields():
+        help = help and help.replace("%", "%%")  # argparse formats help with %
         flags = f.metadata.get("flags")
         if flags is None:
             flags = (f"--{f.name.replace('_', '-')}",)
@@ -117,7 +118,7 @@ def _tuple_type(kind: Any):
 
 
 def config_from_args(args: argparse.Namespace):
-    from sgns_jax.train.config import SECTIONS, TrainConfig
+    from sgns_jax.config import SECTIONS, TrainConfig
 
     base = TrainConfig.load(args.config) if getattr(args, "config", None) else None
     d = base.to_dict() if base else {s: {} for s in SECTIONS}
@@ -129,7 +130,7 @@ def config_from_args(args: argparse.Namespace):
             section, key = dest.split(".")
             d[section][key] = getattr(args, dest)
     if getattr(args, "workers", None) is not None:
-        from sgns_jax.train.runners import SingleDevice, Workers
+        from sgns_jax.engine.runners import SingleDevice, Workers
 
         d["run"].update(parallelism=Workers.name if args.workers > 1 else SingleDevice.name,
                         devices=args.workers)

@@ -2,7 +2,7 @@
 
 word2vec and gensim use every core by running worker threads that update shared tables without
 locks (Hogwild). XLA:CPU runs one step's small ops mostly on one core, and the exact
-data-parallel path (:mod:`sgns_jax.train.parallel`) repeats the whole scatter on every replica,
+data-parallel path (:mod:`sgns_jax.engine.mesh`) repeats the whole scatter on every replica,
 so neither uses a second core well. Worker streams do what the threads do, at chunk granularity:
 
 * every worker keeps a replica of the state on its own device, equal to the base state at the
@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from sgns_jax.train.step import TrainState
+from sgns_jax.engine.step import TrainState
 
 
 # Tables up to this size (all leaves together) are merged whole; larger ones by the rows a round
@@ -104,7 +104,7 @@ class WorkerStreams:
     """Runs rounds of chunks on ``devices`` (one worker each) and merges them.
 
     ``chunk_fn(state, arrays, root_key_data) -> (state, loss_sum, count)`` is the jitted chunk
-    of :func:`sgns_jax.train.step.chunk_steps`, jitted (it donates its state).
+    of :func:`sgns_jax.engine.step.chunk_steps`, jitted (it donates its state).
     """
 
     def __init__(self, chunk_fn: Callable, devices: Sequence[jax.Device], root_key_data: jax.Array,

@@ -6,7 +6,7 @@ defaults) decayed linearly to lr·1e-4 over all training words, 5 epochs — exc
 negative sampling shares each window's negatives (``window`` mode, the fastest at equal
 quality; ``negative_mode="pair"`` is word2vec's) and the input vectors start in gensim's
 range, twice word2vec.c's (``ModelConfig.init_scale``). Built from CLI flags (generated from
-these fields, ``train/cli.py``) or a JSON/TOML file with the same nested keys; saved beside
+these fields, ``cli/train.py``) or a JSON/TOML file with the same nested keys; saved beside
 every output as JSON, with every default resolved (:func:`resolve`).
 
 Each field's ``metadata`` holds its help text, and optionally ``flags`` (the CLI spellings)
@@ -96,7 +96,7 @@ class RunConfig:
     verbose: bool = _f(False, "also print the whole config")
     max_seconds: float | None = _f(None, "training-time budget; stop after the chunk that ends it")
     max_words: int | None = _f(None, "word budget: the schedule spans min(epochs × words, this)")
-    # The modes and their help come from the runner registry (train/runners.py).
+    # The modes and their help come from the runner registry (engine/runners.py).
     parallelism: str | None = _f(None, lambda: "how the chunks run (default: the runners' policy "
                                                "for this machine): " + _runners().modes_help(),
                                  choices=lambda: list(_runners().RUNNERS))
@@ -204,7 +204,7 @@ def resolve(cfg: TrainConfig, param_bytes: int) -> TrainConfig:
     dependent defaults, the learning rate, the parallelism and devices for this machine (the
     runners' default policy; ``param_bytes``: one copy of the parameter tree), and the batch
     size (it depends on the backend the mode runs on) and steps per chunk."""
-    from sgns_jax.train import runners
+    from sgns_jax.engine import runners
 
     parallelism, devices = runners.resolve_mode(cfg, param_bytes)
     backend = "cpu" if runners.runner(parallelism).cpu_only else jax.default_backend()
@@ -257,12 +257,12 @@ def validate(cfg: TrainConfig) -> None:
         if not ok:
             raise ConfigError(message)
     check_options(cfg.loss, m.cbow)
-    # Each parallelism mode's own constraints live with its runner (train/runners.py).
+    # Each parallelism mode's own constraints live with its runner (engine/runners.py).
     if r.parallelism is not None:
         _runners().runner(r.parallelism).check(cfg)
 
 
 def _runners():
-    from sgns_jax.train import runners  # imported late: runners import the step, the step the losses
+    from sgns_jax.engine import runners  # imported late: runners import the step, the step the losses
 
     return runners
