@@ -140,3 +140,28 @@ def test_default_cutoffs_cover_80_and_95_percent_of_the_tokens():
 def test_bad_options_are_one_line_errors(options, message):
     with pytest.raises(ConfigError, match=message):
         make_output_layer("adaptive", COUNTS, **options)
+
+
+@pytest.mark.parametrize("members", [10, 40])
+def test_tails_evaluated_for_their_members_equal_the_whole_batch(members):
+    """A tail cluster's softmax runs only for the examples in it, up to its capacity (here 22
+    of 64), and over the whole batch, masked, when more fall in it: the loss and every gradient
+    equal the whole-batch evaluation either way."""
+    from sgns_jax.losses.adaptive_softmax import AdaptiveSoftmax
+
+    few = AdaptiveSoftmax((5, 20), V, 2.0, shares=(0.05, 0.05))
+    whole = AdaptiveSoftmax((5, 20), V, 2.0, shares=(1.0, 1.0))
+    b = 64
+    assert few.capacity(0, b) == 22 and whole.capacity(0, b) == b
+    rng = np.random.default_rng(9)
+    output = np.concatenate([rng.integers(5, 20, members), rng.integers(0, 5, b - members - 6),
+                             rng.integers(20, V, 6)])
+    batch = {"input": jnp.asarray(rng.integers(0, V, b), jnp.int32),
+             "output": jnp.asarray(rng.permutation(output), jnp.int32), "mask": jnp.ones(b)}
+    params = {k: jnp.asarray(v, jnp.float32) for k, v in params_for(few, 10, np.float32).items()}
+    params["w_in"] = jnp.asarray(rng.normal(size=(V, D)), jnp.float32)
+    (got, g_got), (ref, g_ref) = (jax.value_and_grad(lambda p: layer.loss(p, batch, None)[0])(params)
+                                  for layer in (few, whole))
+    np.testing.assert_allclose(float(got), float(ref), rtol=1e-6)
+    for k in params:
+        np.testing.assert_allclose(np.asarray(g_got[k]), np.asarray(g_ref[k]), rtol=1e-5, atol=1e-7)

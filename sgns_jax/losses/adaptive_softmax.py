@@ -23,12 +23,16 @@ tokens, so the head holds the words most pairs predict and the rarest ~5% of tok
 narrowest cluster (on ``mid.txt.gz``: 1,428 / 5,755 at V = 10k, 2,563 / 14,429 at V = 40k; the
 rule against its alternatives: docs/adaptive_softmax.md).
 
-Every example is scored exactly. Shapes stay static, so each tail cluster's softmax is computed
-for the whole batch and masked to the examples whose target is in it (Grave et al. gather those
-examples instead; with fixed shapes the saving comes from the narrower tails, not from skipping
-rows): a step's gradient is zero on the clusters no target falls in and on their rows, so SGD
-changes only the head, the clusters present in the batch and the input rows it read (tested).
-The tables are read whole: updates are dense over these small leaves; ``w_in`` stays sparse.
+Every example is scored exactly, and, as Grave et al. do, a tail cluster's softmax is computed
+only for the examples whose target is in it: with static shapes, up to a fixed number of them
+(the cluster's ``capacity``: twice its expected share of a step's examples, plus 16), gathered
+to the front; a step with more falls back to the whole batch, masked (``lax.cond``: exact
+either way). On the 2-core CPU a softmax's cost is its exponentials as much as its products, so
+evaluating every cluster for every example left adaptive softmax barely faster than the full
+one (docs/performance_notes.md). A step's gradient is zero on the clusters no target falls in,
+so SGD changes only the head, the clusters present in the batch and the input rows it read
+(tested). The tables are read whole: updates are dense over these small leaves; ``w_in`` stays
+sparse.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ class AdaptiveSoftmax(OutputLayer):
     cutoffs: tuple[int, ...]      # c_0 < … < c_{n−1}, inside (0, V)
     vocab_size: int
     div_value: float = 4.0
+    shares: tuple[float, ...] = ()  # expected share of the targets in each tail (capacity)
     block: int = 32768            # rows per block of a softmax's normaliser (full_softmax.exact_nll)
     cbow: bool = False
     matmul_dtype: str = "float32"
@@ -120,11 +125,37 @@ class AdaptiveSoftmax(OutputLayer):
         head_target_B = jnp.where(cluster_B < 0, target_B, self.cutoffs[0] + cluster_B)
         nll_B = exact_nll(h_BxD, rows["head"], head_target_B, self.block, self.matmul_dtype)
         for i, (lo, hi) in enumerate(self.bounds):
-            p_BxDi = matmul(h_BxD, rows[f"tail{i}_proj"], self.matmul_dtype)
-            within_B = jnp.clip(target_B - lo, 0, hi - lo - 1)
-            tail_B = exact_nll(p_BxDi, rows[f"tail{i}_out"], within_B, self.block, self.matmul_dtype)
-            nll_B = nll_B + jnp.where(cluster_B == i, tail_B, 0.0)
+            nll_B = nll_B + self._tail_nll(i, lo, hi, h_BxD, target_B, cluster_B == i, rows)
         return nll_B, weight_B
+
+    def capacity(self, i: int, batch: int) -> int:
+        share = self.shares[i] if i < len(self.shares) else 1.0
+        return min(batch, int(2 * share * batch) + 16)
+
+    def _tail_nll(self, i, lo, hi, h_BxD, target_B, member_B, rows) -> Array:
+        """−log p_i(target | h) for the members of cluster i, 0 for the other examples [B]."""
+        proj, table = rows[f"tail{i}_proj"], rows[f"tail{i}_out"]
+
+        def nll(h_NxD, target_N):
+            p_NxDi = matmul(h_NxD, proj, self.matmul_dtype)
+            return exact_nll(p_NxDi, table, jnp.clip(target_N - lo, 0, hi - lo - 1), self.block,
+                             self.matmul_dtype)
+
+        def whole_batch(_):
+            return jnp.where(member_B, nll(h_BxD, target_B), 0.0)
+
+        b = target_B.shape[0]
+        capacity = self.capacity(i, b)
+        if capacity >= b:
+            return whole_batch(None)
+
+        def members_only(_):
+            # the members first (stable), then as many others as fill the capacity, masked
+            pick_C = jnp.argsort(~member_B, stable=True)[:capacity]
+            nll_C = jnp.where(member_B[pick_C], nll(h_BxD[pick_C], target_B[pick_C]), 0.0)
+            return jnp.zeros(b, nll_C.dtype).at[pick_C].add(nll_C)
+
+        return jax.lax.cond(member_B.sum() <= capacity, members_only, whole_batch, None)
 
     def log_probs(self, params: Mapping[str, Array], h_BxD: Array) -> Array:
         """log p(w | h) for every word [B, V] (tests and evaluation)."""
@@ -168,5 +199,8 @@ class AdaptiveSoftmaxOptions(MatmulOptions):
 
     def build(self, counts: np.ndarray, cbow: bool) -> AdaptiveSoftmax:
         cutoffs = coverage_cutoffs(counts) if self.cutoffs is None else tuple(self.cutoffs)
-        return AdaptiveSoftmax(cutoffs, len(counts), self.div_value, self.softmax_block, cbow=cbow,
-                               matmul_dtype=self.matmul_dtype)
+        edges = [*cutoffs, len(counts)]
+        total = max(float(np.sum(counts)), 1.0)
+        shares = tuple(float(np.sum(counts[a:b])) / total for a, b in zip(edges[:-1], edges[1:]))
+        return AdaptiveSoftmax(cutoffs, len(counts), self.div_value, shares, self.softmax_block,
+                               cbow=cbow, matmul_dtype=self.matmul_dtype)
