@@ -1,21 +1,24 @@
 """Adaptive and differentiated softmax on mid.txt.gz beside the exact softmax and HS.
 
-    python experiments/bench_output_layers.py --out docs/bench_output_layers.json     # ~40 min
-    python experiments/bench_output_layers.py --quick --out /tmp/q.json               # < 1 min
+    python experiments/bench_output_layers.py --parts step,speed,cutoffs --out docs/bench_output_layers.json  # ~35 min
+    python experiments/bench_output_layers.py --parts epochs --out docs/bench_output_layers_epochs.json     # ~2.5 h
+    python experiments/bench_output_layers.py --quick --out /tmp/q.json                                     # < 1 min
 
-For each vocabulary (V = 10k: the 10,000 most frequent words of the training split; V = 40k:
-every word with count ≥ 5) on the comparison's splits of ``mid.txt.gz``
-(``experiments/compare_losses.py``: every 20th stored sentence held out):
+Parts (``--parts``), each a list of rows in the output:
 
-* ``adaptive`` and ``dsoftmax`` train 3 epochs at their defaults (one stream, lr 0.025) and are
-  scored by their exact held-out −log p(c | w) beside the unigram baseline;
-* ``full`` and ``hs`` train a time budget (``--budget-seconds``; the exact softmax cannot finish
-  3 epochs at 40k words on this CPU) for their words/s;
-* every strategy's words/s is steady-state training (compilation excluded), one stream, each
-  strategy's own default batch;
-
-over ``--seeds`` (two by default). ``--cutoff-rules`` adds one-epoch runs of adaptive softmax
-with other cutoff rules at V = 40k (seed 0): the measurement behind the default.
+* ``step`` — microseconds per pair of one jitted chunk (32 steps, each strategy's default batch,
+  D = 100) on a synthetic Zipf vocabulary of 10k and 40k words, one stream, 3 repeats: the
+  step's cost alone, without the data pipeline;
+* ``speed`` — on the comparison's splits of ``mid.txt.gz`` (``experiments/compare_losses.py``:
+  every 20th stored sentence held out) at V = 10k (the 10,000 most frequent words of the
+  training split) and V = 40k (every word with count ≥ 5): every strategy trains a time budget
+  (``--budget-seconds`` of steady state, one stream, its default batch, lr 0.025) over
+  ``--seeds``; words/s, and the held-out −log p(c | w) reached, beside the unigram baseline;
+* ``epochs`` — adaptive and differentiated softmax train 3 epochs at V = 40k with the defaults
+  ``sgns-jax train mid.txt.gz --loss adaptive`` takes (two worker streams on a 2-core CPU),
+  seed 0, scored on the held-out split beside the unigram baseline;
+* ``cutoffs`` — adaptive softmax's default cutoffs against other rules at V = 40k, the same
+  time budget, seed 0: the measurement behind the default.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ COMPARE = runpy.run_path(str(HERE / "compare_losses.py"))
 
 VOCABS = {"10k": {"min_count": 5, "max_vocab": 10000}, "40k": {"min_count": 5}}
 EPOCHS = 3
+PARTS = ("step", "speed", "epochs", "cutoffs")
+STRATEGIES = {"adaptive": {"name": "adaptive"}, "dsoftmax": {"name": "dsoftmax"},
+              "full": {"name": "full"}, "hs": {"name": "hs"}}
 CUTOFF_RULES = {  # label: cutoffs as a function of (counts, V)
     "coverage 80/95% (default)": None,
     "V/20, V/5": lambda counts, v: (v // 20, v // 5),
@@ -55,6 +61,48 @@ def settings(quick: bool) -> dict:
     if quick:
         cfg["max_tokens"] = 200_000
     return cfg
+
+
+def step_cost(strategy: dict, vocab: int, repeats: int = 3, dim: int = 100, steps: int = 32) -> dict:
+    """Microseconds per pair (or window) of one jitted chunk on a synthetic Zipf vocabulary."""
+    import jax
+
+    from sgns_jax.config import TrainConfig
+    from sgns_jax.engine.step import chunk_steps, init_params, init_state
+    from sgns_jax.engine.updates import make_update_rule
+    from sgns_jax.train.build import batch_spec, build_layer, make_schedule
+
+    counts = (1e7 / np.arange(1, vocab + 1)).astype(np.int64)
+    cfg = TrainConfig().replace(loss=strategy, model={"dim": dim}, run={"parallelism": "single"})
+    layer = build_layer(cfg, counts)
+    batch = batch_spec(cfg, layer).batch_size
+    rule = make_update_rule("sgd", "sparse")
+    fn = jax.jit(chunk_steps(layer, rule, make_schedule(cfg, 10**9)), donate_argnums=(0,))
+    state = init_state(init_params(layer, vocab, dim, jax.random.key(0)), rule)
+    rng = np.random.default_rng(0)
+    p = counts / counts.sum()
+    draw = lambda shape: rng.choice(vocab, size=shape, p=p).astype(np.int32)
+    if layer.layout == "pairs":
+        arrays = {"input": draw((steps, batch)), "output": draw((steps, batch)),
+                  "mask": np.ones((steps, batch), np.float32)}
+        pairs = steps * batch
+    else:
+        c = 10
+        arrays = {"centre": draw((steps, batch)), "context": draw((steps, batch, c)),
+                  "mask": np.ones((steps, batch, c), np.float32)}
+        pairs = steps * batch * c
+    arrays["words"] = np.zeros(steps, np.float32)
+    key = jax.random.key_data(jax.random.key(1))
+    state, _, _ = fn(state, arrays, key)  # compile
+    jax.block_until_ready(state)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        state, _, _ = fn(state, arrays, key)
+        jax.block_until_ready(state)
+        times.append((time.perf_counter() - t) / pairs * 1e6)
+    return {"describe": layer.describe(), "batch_size": batch, "us_per_pair": float(np.mean(times)),
+            "us_per_pair_std": float(np.std(times, ddof=1)) if repeats > 1 else 0.0}
 
 
 def run(cfg: dict, data: dict, strategy: dict, seed: int, **run) -> dict:
@@ -74,17 +122,19 @@ def run(cfg: dict, data: dict, strategy: dict, seed: int, **run) -> dict:
     return {"heldout": heldout, "unigram": data["unigram"]["test"], "words": r.words,
             "epoch_fraction": r.words / (len(data["train"]) * cfg["epochs"]),
             "words_per_s": r.words_per_second, "seconds": r.seconds,
-            "batch_size": r.config.optim.batch_size}
+            "batch_size": r.config.optim.batch_size, "parallelism": r.config.run.parallelism,
+            "devices": r.config.run.devices}
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
+    p.add_argument("--parts", default="step,speed,cutoffs", help=f"any of {', '.join(PARTS)}")
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--budget-seconds", type=float, default=60.0)
-    p.add_argument("--cutoff-rules", action="store_true")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
+    parts = args.parts.split(",")
     cfg = settings(args.quick)
     seeds = [int(s) for s in args.seeds.split(",")]
     vocabs = {"top1k": {"min_count": 3, "max_vocab": 1000}} if args.quick else VOCABS
@@ -93,31 +143,44 @@ def main(argv=None) -> None:
                             cwd=ROOT).stdout.strip()
     rows = []
     started = time.time()
+
+    def record(row: dict) -> None:
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    if "step" in parts:
+        for size in ([1000] if args.quick else [10000, 40000]):
+            for label, strategy in STRATEGIES.items():
+                record({"part": "step", "vocab_size": size, "strategy": label,
+                        **step_cost(strategy, size, repeats=2 if args.quick else 3)})
     for vocab, vsettings in vocabs.items():
+        if not {"speed", "epochs", "cutoffs"} & set(parts):
+            break
         data = COMPARE["prepare"](cfg, vsettings)
         size = len(data["train"].vocab)
-        plan = [("adaptive", {"name": "adaptive"}, {}), ("dsoftmax", {"name": "dsoftmax"}, {}),
-                ("full", {"name": "full"}, {"max_seconds": budget}),
-                ("hs", {"name": "hs"}, {"max_seconds": budget})]
-        for label, strategy, budget_run in plan:
-            for seed in seeds:
-                row = {"vocab": vocab, "vocab_size": size, "strategy": label, "seed": seed,
-                       **run(cfg, data, strategy, seed, **budget_run)}
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-        if args.cutoff_rules and vocab == list(vocabs)[-1]:
+        base = {"vocab": vocab, "vocab_size": size}
+        if "speed" in parts:
+            for label, strategy in STRATEGIES.items():
+                for seed in seeds:
+                    record({"part": "speed", **base, "strategy": label, "seed": seed,
+                            **run(cfg, data, strategy, seed, max_seconds=budget)})
+        last = vocab == list(vocabs)[-1]
+        if "epochs" in parts and last:
+            for label in ("adaptive", "dsoftmax"):  # the CLI's defaults: its parallelism too
+                record({"part": "epochs", **base, "strategy": label, "seed": 0,
+                        **run(cfg, data, STRATEGIES[label], 0, parallelism=None)})
+        if "cutoffs" in parts and last:
             counts = data["train"].vocab.counts
             for rule, make in CUTOFF_RULES.items():
                 strategy = {"name": "adaptive", **({} if make is None else {"cutoffs": make(counts, size)})}
-                row = {"vocab": vocab, "vocab_size": size, "strategy": "adaptive", "seed": 0,
-                       "cutoff_rule": rule, "cutoffs": strategy.get("cutoffs"),
-                       **run({**cfg, "epochs": 1}, data, strategy, 0)}
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+                record({"part": "cutoffs", **base, "strategy": "adaptive", "seed": 0,
+                        "cutoff_rule": rule, "cutoffs": strategy.get("cutoffs"),
+                        **run(cfg, data, strategy, 0, max_seconds=budget)})
     summary = {"command": "python experiments/bench_output_layers.py " + " ".join(argv or sys.argv[1:]),
-               "corpus": "../shared/data/mid.txt.gz" if not args.quick else "sgns_jax/resources/wiki.txt.gz",
+               "corpus": "sgns_jax/resources/wiki.txt.gz" if args.quick else "../shared/data/mid.txt.gz",
                "commit": commit, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-               "epochs": cfg["epochs"], "seconds": time.time() - started, "rows": rows}
+               "epochs": cfg["epochs"], "budget_seconds": budget, "seconds": time.time() - started,
+               "rows": rows}
     Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
 
 

@@ -115,9 +115,17 @@ def test_large_vocab_parallel_comparison_runs_every_way(tmp_path):
 def test_output_layer_benchmark_runs_in_quick_mode(tmp_path):
     out = tmp_path / "layers.json"
     r = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench_output_layers.py"), "--quick",
-                        "--seeds", "0", "--out", str(out)], capture_output=True, text=True,
-                       timeout=600, cwd=ROOT)
+                        "--parts", "step,speed,epochs,cutoffs", "--seeds", "0", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
-    assert [x["strategy"] for x in rows] == ["adaptive", "dsoftmax", "full", "hs"]
-    assert all(x["words_per_s"] > 0 and math.isfinite(x["heldout"]) for x in rows)
+    by_part = {}
+    for x in rows:
+        by_part.setdefault(x["part"], []).append(x)
+    assert [x["strategy"] for x in by_part["step"]] == ["adaptive", "dsoftmax", "full", "hs"]
+    assert all(x["us_per_pair"] > 0 for x in by_part["step"])
+    assert [x["strategy"] for x in by_part["speed"]] == ["adaptive", "dsoftmax", "full", "hs"]
+    assert [x["strategy"] for x in by_part["epochs"]] == ["adaptive", "dsoftmax"]
+    assert len(by_part["cutoffs"]) == 4
+    assert all(x["words_per_s"] > 0 and math.isfinite(x["heldout"])
+               for part in ("speed", "epochs", "cutoffs") for x in by_part[part])

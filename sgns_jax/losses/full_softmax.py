@@ -96,7 +96,7 @@ class FullSoftmax(OutputTableLayer):
     Params: ``w_in [V, D]``, ``w_out [V, D]`` (read whole: its gradient is dense).
     """
 
-    block: int = 32768  # vocabulary rows per block of the normaliser
+    block: int = 65536  # vocabulary rows per block of the normaliser
     cbow: bool = False
     matmul_dtype: str = "float32"  # the logits' products (base.matmul)
     normalised = True
@@ -121,7 +121,9 @@ class FullSoftmax(OutputTableLayer):
 @dataclass(frozen=True)
 class FullSoftmaxOptions(MatmulOptions):
     name: str = "full"
-    softmax_block: int = option(32768, "vocabulary rows per block of the normaliser")
+    # One block while its logits stay small (256 × 65,536 floats: 64 MB): the blocked path
+    # recomputes the logits and was twice as slow at 40k words (docs/performance_notes.md).
+    softmax_block: int = option(65536, "vocabulary rows per block of the normaliser")
 
     summary: ClassVar[str] = "the exact softmax over the whole vocabulary (the reference), O(V) per pair"
     test_variants: ClassVar[tuple[dict, ...]] = ({}, {"cbow": True}, {"softmax_block": 64})
