@@ -26,7 +26,7 @@ test-fast: install
 	$(BIN)/python -m pytest -x -m "not slow"
 
 bench: install
-	$(BIN)/python experiments/bench_pipeline.py
+	$(BIN)/python experiments/perf/bench_pipeline.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

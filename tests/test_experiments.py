@@ -14,13 +14,13 @@ pytestmark = pytest.mark.slow  # whole experiment runs
 
 def test_compare_losses_quick_writes_a_complete_report(tmp_path):
     out = tmp_path / "cl"
-    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "compare_losses.py"), "--quick",
+    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "research" / "compare_losses.py"), "--quick",
                         "--out", str(out)], capture_output=True, text=True, timeout=600,
                        cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     import runpy
 
-    cfg = runpy.run_path(str(ROOT / "experiments" / "configs" / "compare_losses.py"))["get_config"](quick=True)
+    cfg = runpy.run_path(str(ROOT / "experiments" / "research" / "configs" / "compare_losses.py"))["get_config"](quick=True)
     strategies = set(cfg["strategies"])
     assert {"full", "hs", "ns5", "nce", "sampled"} <= strategies
     records = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
@@ -47,7 +47,7 @@ def test_compare_losses_quick_writes_a_complete_report(tmp_path):
     for png in ("heldout_vs_time.png", "analogy_vs_time.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # A rerun skips the finished cells.
-    r2 = subprocess.run([sys.executable, str(ROOT / "experiments" / "compare_losses.py"), "--quick",
+    r2 = subprocess.run([sys.executable, str(ROOT / "experiments" / "research" / "compare_losses.py"), "--quick",
                          "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r2.returncode == 0 and "heldout" not in r2.stdout.replace("report", "")
     assert len((out / "results.jsonl").read_text().splitlines()) == len(records)
@@ -55,7 +55,7 @@ def test_compare_losses_quick_writes_a_complete_report(tmp_path):
 
 def test_gpu_benchmark_runs_in_cpu_mode(tmp_path):
     out = tmp_path / "gpu.json"
-    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench_gpu.py"), "--tiny",
+    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "perf" / "bench_gpu.py"), "--tiny",
                         "--matmul-dtype", "bfloat16", "--out", str(out)],
                        capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -73,7 +73,7 @@ def test_gpu_benchmark_runs_in_cpu_mode(tmp_path):
 
 
 def test_gpu_benchmark_traffic_model():
-    sys.path.insert(0, str(ROOT / "experiments"))
+    sys.path.insert(0, str(ROOT / "experiments" / "perf"))
     from bench_gpu import traffic_per_pair
 
     # D = 100, K = 5: a row is 1,200 bytes (gather 4·D, scatter-add 8·D), a dot 600 flops.
@@ -90,7 +90,7 @@ def test_memory_does_not_grow_from_epoch_to_epoch(tmp_path):
     epoch thread, as once happened) shows as growth. Measured by bench_memory.py's own phases."""
     out = tmp_path / "mem.json"
     corpus = ROOT / "sgns_jax" / "resources" / "wiki.txt.gz"
-    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench_memory.py"), "--corpus", str(corpus),
+    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "perf" / "bench_memory.py"), "--corpus", str(corpus),
                         "--epochs", "4", "--sides", "sgns_jax", "--dim", "50", "--out", str(out)],
                        capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -103,7 +103,7 @@ def test_memory_does_not_grow_from_epoch_to_epoch(tmp_path):
 
 def test_large_vocab_parallel_comparison_runs_every_way(tmp_path):
     out = tmp_path / "ab.json"
-    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "ab_large_vocab_parallel.py"),
+    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "perf" / "ab_large_vocab_parallel.py"),
                         "--vocab", "2000", "--tokens", "200000", "--dim", "16", "--chunks", "4",
                         "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -114,7 +114,7 @@ def test_large_vocab_parallel_comparison_runs_every_way(tmp_path):
 
 def test_output_layer_benchmark_runs_in_quick_mode(tmp_path):
     out = tmp_path / "layers.json"
-    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench_output_layers.py"), "--quick",
+    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "research" / "bench_output_layers.py"), "--quick",
                         "--parts", "step,speed,epochs,cutoffs", "--seeds", "0", "--out", str(out)],
                        capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -127,5 +127,5 @@ def test_output_layer_benchmark_runs_in_quick_mode(tmp_path):
     assert [x["strategy"] for x in by_part["speed"]] == ["adaptive", "dsoftmax", "full", "hs"]
     assert [x["strategy"] for x in by_part["epochs"]] == ["adaptive", "dsoftmax"]
     assert len(by_part["cutoffs"]) == 4
-    assert all(x["words_per_s"] > 0 and math.isfinite(x["heldout"])
-               for part in ("speed", "epochs", "cutoffs") for x in by_part[part])
+    assert all(x["words_per_s"] > 0 for part in ("speed", "epochs", "cutoffs") for x in by_part[part])
+    assert all(math.isfinite(x["heldout"]) for part in ("epochs", "cutoffs") for x in by_part[part])

@@ -128,7 +128,7 @@ def test_experiment_vocabulary_comes_from_the_training_split_only(tmp_path):
         lines[i] += " testonly" * 5
     path = tmp_path / "c.txt"
     path.write_text("\n".join(lines) + "\n")
-    cl = runpy.run_path(str(ROOT / "experiments" / "compare_losses.py"))
+    cl = runpy.run_path(str(ROOT / "experiments" / "research" / "compare_losses.py"))
     cfg = cl["load_config"](None, True)
     cfg.update(corpus=str(path), max_tokens=None, heldout_pairs=500)
     data = cl["prepare"](cfg, {"min_count": 1})

@@ -159,7 +159,7 @@ def strided_steps(rows: np.ndarray, steps: int) -> np.ndarray:
     fall in consecutive steps, which see its updated vector, as word2vec's sequential pass
     does. Measured with a C transcription of word2vec's skip-gram HS (bundled corpus, 5 epochs,
     4 seeds): 64 consecutive windows a step scored 0.90 analogy points below one pair at a time,
-    64 spread-out windows 0.09 below (``experiments/ablate_hs_gap.py``).
+    64 spread-out windows 0.09 below (``experiments/research/ablate_hs_gap.py``).
     """
     batch = rows.shape[0] // steps
     return np.ascontiguousarray(rows.reshape((batch, steps) + rows.shape[1:]).swapaxes(0, 1))

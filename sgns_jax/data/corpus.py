@@ -396,7 +396,7 @@ def _encode(files: list[Path], work: Path, lowercase: bool, min_count: int,
     kept_before = np.zeros(0, dtype=np.int64)  # kept tokens before each line end
     chunks = []
     pos = 0
-    step = 1 << 22  # 4M tokens: ~100 MB of temporaries, whatever the corpus size
+    step = 1 << 22  # 4M tokens at a time: temporaries bounded whatever the corpus size
     # Written with write(), not through a memory map: a full disk is then an OSError, where a
     # write into a mapped page kills the process with SIGBUS.
     with open(work / "ids.npy", "wb") as ids:
@@ -434,7 +434,7 @@ def _encode(files: list[Path], work: Path, lowercase: bool, min_count: int,
 
 def _load_entry(entry: Path, vocab: Vocabulary | None = None, verify: bool = True) -> Corpus:
     """The entry's arrays (ids memory-mapped); ``vocab`` when the caller has it in memory
-    already (parsing vocab.txt back took 1.9 s at a million words). ``verify``: check every
+    already (parsing vocab.txt back costs seconds at a million words: docs/performance_notes.md). ``verify``: check every
     file's size and SHA-256 against meta.json first (about 10 ms for 22 MB of ids), raising
     :class:`DamagedEntry` if anything differs."""
     try:

@@ -69,11 +69,9 @@ def make_schedule(cfg: TrainConfig, total_words: int) -> optax.Schedule:
 # A skip-gram layer over the windows layout (window-shared negatives, hierarchical softmax with a
 # path per window) sums the updates of a centre's ≤ 2·window contexts on the rows they share —
 # the centre's output row and its K negatives, or its path's nodes — all computed on the same
-# stale values, where word2vec applies them one pair at a time. Against per-pair sampling, the
-# final loss (2 MB of the bundled corpus, 2 epochs, defaults otherwise) was 0.4% higher at
-# window 5, 1% at 10, 7% at 15, 10% at 20, 17% at 50, and diverged at 100; HS 0.5% at 5, 3% at
-# 20, 15% at 50. CBOW averages its contexts (one update per window, as word2vec) and is not
-# concerned.
+# stale values, where word2vec applies them one pair at a time: the wider the window, the worse
+# (docs/performance_notes.md). CBOW averages its contexts (one update per window, as word2vec)
+# and is not concerned.
 MAX_SHARED_WINDOW = 10
 
 

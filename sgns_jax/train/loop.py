@@ -135,7 +135,8 @@ def check_destinations(cfg: TrainConfig, corpus: Corpus | None) -> None:
 def chunk_groups(run: Run) -> Iterator[tuple[int, list | None]]:
     """(epoch, group of (index, Chunk)) for the rest of the run, and (epoch, None) after each
     epoch's last group. One producer thread builds chunks ahead for the whole run (a thread per
-    epoch left glibc a malloc arena per epoch: peak RSS grew by ~60 MB an epoch)."""
+    epoch left glibc a malloc arena per epoch, and peak RSS grew from epoch to epoch:
+    docs/performance_notes.md)."""
     progress, size = run.progress, run.runner.chunks_per_call
     first_epoch, first_chunk = progress.epoch, progress.chunk
 
@@ -203,7 +204,7 @@ def write_outputs(result: TrainResult) -> None:
     another.
 
     w_in is not repeated in the .npz: at a million words × 300 dims each table is 1.2 GB, and
-    writing it twice cost ~4 s of a ~40 s run on the 2-core machine's disk (~400 MB/s).
+    writing it twice cost a tenth of the run (docs/performance_notes.md).
     """
     paths = output_paths(result.config.run.out)
     config = result.config.to_json().encode()

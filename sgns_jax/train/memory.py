@@ -6,7 +6,7 @@ the parallelism keeps, the optimizer's row state, the encoded corpus (int32 per 
 mapped: resident as it is read), and the batches — the chunks in flight and the block of
 examples the producer thread builds them from, both of which grow with the window (a token has
 2·window context slots). Add the JAX runtime itself (about 0.2 GB for the CPU backend, measured
-by ``experiments/bench_memory.py``).
+by ``experiments/perf/bench_memory.py``).
 """
 
 from __future__ import annotations

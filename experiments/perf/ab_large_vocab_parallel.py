@@ -1,7 +1,7 @@
 """Can a second core speed up one training run at a million words? Milliseconds per chunk of
 four ways to use the devices, on the same chunks.
 
-    python experiments/ab_large_vocab_parallel.py [--vocab 1000000] [--dim 300] [--chunks 48]
+    python experiments/perf/ab_large_vocab_parallel.py [--vocab 1000000] [--dim 300] [--chunks 48]
 
 The corpus is ``bench_vocab_scaling.py``'s synthetic Zipf text (2 M tokens, every word once,
 ``min_count 1``, sample 1e-3), window-shared NS at its CPU defaults (64 centres a step, 128 steps
@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WAYS = ["single", "workers", "vocab", "columns"]
 
 

@@ -1,6 +1,6 @@
 """sgns_jax against gensim on the same corpus file and settings, run alternately.
 
-    python experiments/bench_vs_gensim.py [--corpus FILE] [--epochs 1,5] [--out results/bench.json]
+    python experiments/perf/bench_vs_gensim.py [--corpus FILE] [--epochs 1,5] [--out results/bench.json]
                                           [--runs "gensim:ns,sgns_jax:window"]
 
 Settings for both: skip-gram, dim 100, window 5, negative 5, sample 1e-4, min_count 5, learning

@@ -1,6 +1,6 @@
 """Where the memory goes: peak RSS by phase, side by side with gensim on the same run.
 
-    python experiments/bench_memory.py [--corpus FILE] [--epochs 5] [--workers 2] [--dim 100]
+    python experiments/perf/bench_memory.py [--corpus FILE] [--epochs 5] [--workers 2] [--dim 100]
                                        [--out docs/bench_memory.json]
 
 Default corpus: ``../shared/data/mid.txt.gz`` (5.5 M tokens; ``$SGNS_JAX_MID`` elsewhere), the
@@ -109,7 +109,7 @@ def child_gensim(args) -> dict:
 
 
 def default_corpus() -> str:
-    mid = Path(os.environ.get("SGNS_JAX_MID", Path(__file__).resolve().parents[2] / "shared" / "data" / "mid.txt.gz"))
+    mid = Path(os.environ.get("SGNS_JAX_MID", Path(__file__).resolve().parents[3] / "shared" / "data" / "mid.txt.gz"))
     if mid.exists():
         return str(mid)
     from sgns_jax.evaluation.benchmarks import bundled

@@ -1,11 +1,11 @@
 """Accelerator throughput: words/s and pairs/s per strategy, vocabulary and device count, beside a
 roofline measured on the same device.
 
-    python experiments/bench_gpu.py [--vocabs 16000,71000,1000000] [--devices 1,8]
+    python experiments/perf/bench_gpu.py [--vocabs 16000,71000,1000000] [--devices 1,8]
                                     [--strategies window,pair,batch,hs,full] [--seconds 20]
                                     [--tokens 5000000] [--matmul-dtype bfloat16]
                                     [--out docs/bench_gpu.json]
-    python experiments/bench_gpu.py --tiny      # a seconds-long CPU run (what the tests run)
+    python experiments/perf/bench_gpu.py --tiny      # a seconds-long CPU run (what the tests run)
 
 Made for a GPU/TPU host; on a CPU it runs as well (slowly, and with ``--devices`` simulated on
 the same cores). The corpus is ``bench_vocab_scaling.py``'s synthetic Zipf text (every word once,

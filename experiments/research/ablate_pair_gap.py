@@ -1,6 +1,6 @@
 """Why per-pair NS with one stream scored below gensim: an ablation over the candidate causes.
 
-    python experiments/ablate_pair_gap.py [--seeds 0,1,2,3] [--corpus FILE] [--out docs/ablation_pair_gap.json]
+    python experiments/research/ablate_pair_gap.py [--seeds 0,1,2,3] [--corpus FILE] [--out docs/ablation_pair_gap.json]
                                           [--variants "gensim,pair b1024,..."]
 
 Every run is one process, with the settings of ``bench_vs_gensim.py`` (skip-gram, dim 100,
@@ -92,7 +92,7 @@ def apply_old_behaviour(names: list[str]) -> None:
 
 
 def child(variant: str, seed: int, corpus: str, tmp: str) -> dict:
-    sys.path.insert(0, str(HERE))
+    sys.path.insert(0, str(HERE.parent / "perf"))
     import bench_vs_gensim as bench
 
     ns = argparse.Namespace(side="gensim" if variant == "gensim" else "sgns_jax", mode=variant,

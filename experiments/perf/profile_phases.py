@@ -1,6 +1,6 @@
 """Where a run's end-to-end time goes: seconds per phase of one ``train()`` call.
 
-    python experiments/profile_phases.py CORPUS [--dim 300] [--min-count 1] [--sample 1e-3]
+    python experiments/perf/profile_phases.py CORPUS [--dim 300] [--min-count 1] [--sample 1e-3]
                                          [--epochs 1] [--loss window|pair|hs] [--workers 1]
                                          [--binary] [--out docs/profile_phases.json]
 
@@ -27,7 +27,7 @@ from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from sgns_jax.engine import runners, workers  # noqa: E402
 from sgns_jax.train import build, loop  # noqa: E402
 from sgns_jax.config import TrainConfig  # noqa: E402

@@ -6,7 +6,7 @@
  *     DIR     ids.bin (int32 [n], in-vocabulary tokens), keep.bin (float64 [V], subsampling
  *             keep-probabilities), points.bin / codes.bin (int32 / int8 [V, L]: the Huffman
  *             paths), lengths.bin (int32 [V]), meta.txt ("n V L dim window"), as written by
- *             experiments/ablate_hs_gap.py
+ *             experiments/research/ablate_hs_gap.py
  *     B       0: word2vec's order, one pair at a time (node rows after every node, the input row
  *             after its pair); B > 0: B windows a step
  *     LAYOUT  consecutive | strided (step t of a chunk takes windows t, t + T, t + 2T, ...)

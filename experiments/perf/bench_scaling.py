@@ -1,6 +1,6 @@
 """Data-parallel scaling: words/s and pairs/s at 1, 2, 4 and 8 devices.
 
-    python experiments/bench_scaling.py [--loss ns] [--negative-mode pair] [--epochs 1]
+    python experiments/perf/bench_scaling.py [--loss ns] [--negative-mode pair] [--epochs 1]
 
 Each device count runs in its own process (the CPU device count is fixed when JAX starts:
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N``). On a CPU machine the devices are

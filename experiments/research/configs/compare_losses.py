@@ -2,12 +2,12 @@
 
 Command (the 2-core CPU machine; the time it took is in docs/compare_losses/report.md):
 
-    python experiments/compare_losses.py --config experiments/configs/compare_losses.py \
+    python experiments/research/compare_losses.py --config experiments/research/configs/compare_losses.py \
         --out docs/compare_losses
 
 Quick check (what the test runs):
 
-    python experiments/compare_losses.py --quick --out /tmp/compare_quick
+    python experiments/research/compare_losses.py --quick --out /tmp/compare_quick
 
 Grid: strategy ∈ {full, hs, ns K=5, ns K=15, nce K=5, sampled S=64, blackout S=64, adaptive, dsoftmax} × vocabulary ∈ {count ≥ 5,
 the 5,000 most frequent} on the bundled Wikipedia text, 5% of the stored sentences held out for

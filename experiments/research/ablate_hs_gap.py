@@ -1,14 +1,14 @@
 """Why hierarchical softmax scored below gensim's: word2vec's HS, one pair at a time, against the
 same algorithm with batched steps whose windows are consecutive or strided through a chunk.
 
-    python experiments/ablate_hs_gap.py [--seeds 0,1,2,3] [--corpus FILE] [--epochs 5]
+    python experiments/research/ablate_hs_gap.py [--seeds 0,1,2,3] [--corpus FILE] [--epochs 5]
                                         [--variants "word2vec order,64 consecutive,..."]
                                         [--out docs/ablation_hs_gap.json]
 
 sgns_jax's HS was 1.8 ± 0.5 analogy points below gensim's on the bundled corpus (4 seeds) and
 4.2 on mid.txt.gz (2 seeds), WordSim level. Its per-pair maths is word2vec's (tested against a
 transcription of word2vec.c's loop), so the candidates are the order of the updates and the
-data pipeline. To separate them, every variant here runs ``experiments/reference/word2vec_hs.c``
+data pipeline. To separate them, every variant here runs ``experiments/research/reference/word2vec_hs.c``
 — word2vec.c's skip-gram HS loop, transcribed, compiled with gcc — on sgns_jax's vocabulary,
 Huffman tree and subsampling probabilities (the bench_vs_gensim settings: dim 100, window 5,
 sample 1e-4, min_count 5, lr 0.025 linearly decayed, 5 epochs), changing only the update order:
@@ -141,7 +141,7 @@ def main() -> None:
     p.add_argument("--out", help="JSON file (resumed: runs already in it are kept)")
     args = p.parse_args()
     if shutil.which("gcc") is None:
-        sys.exit("ablate_hs_gap.py needs gcc to build experiments/reference/word2vec_hs.c")
+        sys.exit("ablate_hs_gap.py needs gcc to build experiments/research/reference/word2vec_hs.c")
     if args.corpus is None:
         from sgns_jax.evaluation.benchmarks import bundled
         args.corpus = str(bundled("wiki.txt.gz"))

@@ -1,6 +1,6 @@
 """Host pipeline benchmark: corpus encoding tokens/s and batch generation pairs/s.
 
-    python experiments/bench_pipeline.py [CORPUS]
+    python experiments/perf/bench_pipeline.py [CORPUS]
 
 Expected on the 2-core dev machine with the bundled corpus (1.34 M tokens): encoding about
 3 M tokens/s; pairs layout about 13 M pairs/s and windows layout about 25 M pairs/s on one core.

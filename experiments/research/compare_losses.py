@@ -1,8 +1,8 @@
 """Compare full softmax, hierarchical softmax, negative sampling, NCE and sampled softmax.
 
-    python experiments/compare_losses.py --config experiments/configs/compare_losses.py --out DIR
-    python experiments/compare_losses.py --config experiments/configs/compare_losses_mid.py --out DIR
-    python experiments/compare_losses.py --quick --out DIR
+    python experiments/research/compare_losses.py --config experiments/research/configs/compare_losses.py --out DIR
+    python experiments/research/compare_losses.py --config experiments/research/configs/compare_losses_mid.py --out DIR
+    python experiments/research/compare_losses.py --quick --out DIR
 
 The protocol, for each vocabulary of the config:
 
@@ -506,7 +506,7 @@ def main(argv: list[str] | None = None) -> None:
                 data = data or prepare(cfg, settings)
                 run_cell(cfg, vocab_name, name, chosen[name], seed, data, calib[name]["max_words"], results)
     records = read_results(results)
-    command = "python experiments/compare_losses.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python experiments/research/compare_losses.py " + " ".join(sys.argv[1:] if argv is None else argv)
     write_report(cfg, records, out_dir, command)
     plot(records, out_dir)
     print(f"report: {out_dir / 'report.md'}")

@@ -1,8 +1,8 @@
 """Training words/s of the working tree against another commit, run alternately on the same corpus.
 
-    python experiments/ab_speed.py --base REV [--reps 3] [--corpus FILE] -- [sgns-jax train flags]
+    python experiments/perf/ab_speed.py --base REV [--reps 3] [--corpus FILE] -- [sgns-jax train flags]
 
-e.g. ``python experiments/ab_speed.py --base 581050d -- --negative-mode pair --epochs 3``.
+e.g. ``python experiments/perf/ab_speed.py --base 581050d -- --negative-mode pair --epochs 3``.
 The base commit is checked out in a temporary git worktree; each repetition trains once with
 the base and once with the working tree (``python -m sgns_jax.cli train``, each its own process,
 the corpus cache shared), so the machine's drift hits both alike. Reported: words/s per run,
@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RATE = re.compile(r"\(([\d,]+) corpus words/s\)")
 
 

@@ -1,6 +1,6 @@
 """How cost grows with the vocabulary: words/s, peak RSS and merge time from 10k to 1M words.
 
-    python experiments/bench_vocab_scaling.py [--tokens 2000000] [--vocabs 10000,100000,1000000]
+    python experiments/perf/bench_vocab_scaling.py [--tokens 2000000] [--vocabs 10000,100000,1000000]
                                               [--dims 100,300] [--runs ...] [--out docs/bench_vocab_scaling.json]
 
 The defaults took about 16 minutes on the 2-core development machine; ``--runs`` with

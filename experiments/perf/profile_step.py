@@ -1,6 +1,6 @@
 """Where a training step's time goes: the compiled chunk's ops, timed by the JAX profiler.
 
-    python experiments/profile_step.py [--mode pair|window|batch|hs|all] [--chunks 20] [--batch B]
+    python experiments/perf/profile_step.py [--mode pair|window|batch|hs|all] [--chunks 20] [--batch B]
 
 Builds real chunks from the bundled corpus with the benchmark's settings (dim 100, window 5,
 negative 5, sample 1e-4, min_count 5, default batch sizes), times the jitted chunk (ns per
@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

@@ -2,7 +2,7 @@
 
 Command (the 2-core CPU machine; the time it took is in docs/compare_losses_mid/report.md):
 
-    python experiments/compare_losses.py --config experiments/configs/compare_losses_mid.py \
+    python experiments/research/compare_losses.py --config experiments/research/configs/compare_losses_mid.py \
         --out docs/compare_losses_mid
 
 ``mid.txt.gz`` (5.5 M tokens of mixed English, 40k words with count ≥ 5; provenance in
@@ -19,7 +19,7 @@ from pathlib import Path
 
 bundled_config = runpy.run_path(str(Path(__file__).with_name("compare_losses.py")))["get_config"]
 MID = os.environ.get("SGNS_JAX_MID",
-                     str(Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mid.txt.gz"))
+                     str(Path(__file__).resolve().parents[3].parent / "shared" / "data" / "mid.txt.gz"))
 
 
 def get_config(quick: bool = False) -> dict:
