@@ -265,6 +265,29 @@ def workers(path):
     return out
 
 
+def lowering(path):
+    """Every registered variant's chunk, data-parallel over 2 devices (sparse SGD, lazy adam,
+    dense SGD) and vocabulary-sharded where its layer reads rows, lowered for GPU and TPU."""
+    from sgns_jax.engine.lowering import export_chunk, inspect_module
+
+    counts = np.arange(300, 0, -1) * 10
+    out = {}
+    for name, kw in registered_variants():
+        cfg = variant_config(path, name, kw, optim={"batch_size": 8, "steps_per_chunk": 4})
+        layer = build_layer(cfg, counts)
+        modes = [("data", {}), ("data", {"optimizer": "adam"}), ("data", {"update": "dense"})]
+        if not any(_whole_table_roles(layer)):
+            modes.append(("vocab", {}))
+        for mode, optim in modes:
+            c = cfg.replace(run={"parallelism": mode, "devices": 2}, optim=optim)
+            m = inspect_module(export_chunk(c, counts))
+            label = "-".join([name, *(f"{k}={v}" for k, v in kw.items()), mode, *optim.values()])
+            out[label] = {"custom_calls": sorted(m.custom_calls), "dynamic_shapes": m.dynamic_shapes,
+                          "devices": m.devices, "params": sorted(m.params),
+                          "donated": sorted(m.donated_params), "collectives": sorted(m.collectives)}
+    return out
+
+
 if __name__ == "__main__":
     check = sys.argv[1]
     with tempfile.TemporaryDirectory() as d:
@@ -277,5 +300,5 @@ if __name__ == "__main__":
             result = {"one_step": one_step, "loss_curve": loss_curve, "hlo": hlo,
                       "vocab_sharded": vocab_sharded,
                       "vocab_sharded_training": vocab_sharded_training,
-                      "workers": workers}[check](path)
+                      "workers": workers, "lowering": lowering}[check](path)
     print("RESULT " + json.dumps(result))

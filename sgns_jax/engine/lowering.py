@@ -1,0 +1,83 @@
+"""The training chunk lowered for a GPU or TPU without one: ``jax.export`` of the compiled chunk
+function as a runner builds it, and what its StableHLO says.
+
+A host callback, a CPU-only custom call, a dynamic shape or a lost buffer donation would first
+show on the device; :func:`export_chunk` lowers the chunk for ``platforms`` (``cuda``, ``rocm``,
+``tpu``: the CPU-only jaxlib can lower for all of them) and :func:`inspect_module` reads the
+exported module for each of those faults. Used by ``tests/test_lowering.py`` and the device
+check.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+
+ACCELERATORS = ("cuda", "rocm", "tpu")
+
+
+@dataclass(frozen=True)
+class ChunkModule:
+    """What the exported chunk's StableHLO holds."""
+
+    platforms: tuple[str, ...]
+    devices: int
+    custom_calls: frozenset[str]       # every custom_call target (host callbacks are some)
+    dynamic_shapes: bool               # a tensor type with a dimension unknown until run time
+    params: tuple[str, ...]            # the parameter leaves among the main function's arguments
+    donated_params: tuple[str, ...]    # those whose buffer an output reuses (tf.aliasing_output)
+    dot_operand_types: frozenset[str]  # element types of every dot_general's operands
+    collectives: frozenset[str]        # all_reduce, all_gather, ... across the mesh
+
+    @property
+    def host_callbacks(self) -> frozenset[str]:
+        return frozenset(c for c in self.custom_calls if "callback" in c.lower())
+
+
+def export_chunk(cfg, counts: np.ndarray, platforms: tuple[str, ...] = ACCELERATORS) -> jax.export.Exported:
+    """The chunk function of the run ``cfg`` describes (its runner, update rule and batches;
+    ``run.parallelism`` and ``run.devices`` set), lowered for ``platforms`` with zero inputs of
+    the run's shapes. The devices must exist in this process (on the CPU:
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=N``)."""
+    from sgns_jax.engine import runners
+    from sgns_jax.engine.step import init_params, init_state
+    from sgns_jax.train.build import batch_spec, build_layer, make_schedule
+
+    layer = build_layer(cfg, counts)
+    mode = runners.runner(cfg.run.parallelism)
+    rule = mode.update_rule(cfg)
+    spec = batch_spec(cfg, layer)
+    runner = mode.build(cfg, layer, rule, make_schedule(cfg, 10**6), spec, cfg.run.devices or 1,
+                        jax.random.key_data(jax.random.key(0)))
+    state = runner.place(init_state(init_params(layer, len(counts), cfg.model.dim,
+                                                jax.random.key(0)), rule))
+    arrays = runner.place_arrays(spec.zero_chunk())
+    return jax.export.export(runner.chunk_fn, platforms=platforms)(state, arrays, runner.root_key)
+
+
+_ARG = re.compile(r"%arg\d+: tensor<[^>]*>( \{[^}]*\})? loc\(\"([^\"]*)\"\)")
+
+
+def inspect_module(exported: jax.export.Exported) -> ChunkModule:
+    """Read an exported chunk's StableHLO for the faults the device would show."""
+    text = exported.mlir_module()
+    main = next(line for line in text.splitlines() if "func.func public @main" in line)
+    params, donated = [], []
+    for attrs, name in _ARG.findall(main):
+        m = re.match(r"state\.params\['(\w+)'\]", name)
+        if m:
+            params.append(m.group(1))
+            if "tf.aliasing_output" in attrs or "jax.buffer_donor" in attrs:
+                donated.append(m.group(1))
+    dots = re.findall(r"stablehlo\.dot_general[^\n]*: \(tensor<([^>]*)>, tensor<([^>]*)>\)", text)
+    return ChunkModule(
+        platforms=tuple(exported.platforms), devices=exported.nr_devices,
+        custom_calls=frozenset(re.findall(r"custom_call @([\w.]+)", text)),
+        dynamic_shapes=bool(re.search(r"tensor<(\d+x)*\?", text)),
+        params=tuple(params), donated_params=tuple(donated),
+        dot_operand_types=frozenset(t.rsplit("x", 1)[-1] for pair in dots for t in pair),
+        collectives=frozenset(re.findall(r"stablehlo\.(all_reduce|all_gather|reduce_scatter|"
+                                         r"all_to_all|collective_permute)", text)))
