@@ -198,15 +198,15 @@ def default_steps_per_chunk(cfg: TrainConfig, batch_size: int) -> int:
     return cfg.optim.steps_per_chunk or max(32, 8192 // batch_size)
 
 
-def resolve(cfg: TrainConfig, param_bytes: int) -> TrainConfig:
+def resolve(cfg: TrainConfig, specs: dict) -> TrainConfig:
     """The run's config with every default filled in, in one step (what is saved beside the
     outputs and in checkpoints, and all that building reads): the loss options' model-
     dependent defaults, the learning rate, the parallelism and devices for this machine (the
-    runners' default policy; ``param_bytes``: one copy of the parameter tree), and the batch
+    runners' default policy, from the parameter tree ``specs``), and the batch
     size (it depends on the backend the mode runs on) and steps per chunk."""
     from sgns_jax.engine import runners
 
-    parallelism, devices = runners.resolve_mode(cfg, param_bytes)
+    parallelism, devices = runners.resolve_mode(cfg, specs)
     backend = "cpu" if runners.runner(parallelism).cpu_only else jax.default_backend()
     loss = cfg.loss.resolve(cfg.model.cbow)
     batch_size = cfg.optim.batch_size or loss.batch_size(cfg.model.cbow, backend)

@@ -633,6 +633,7 @@ def test_default_parallelism_follows_the_machine_and_the_tables():
     assert default_parallelism(cfg, "cpu", 2, 1, 1, large) == ("single", 1)  # merges too costly
     adam = cfg.replace(optim={"optimizer": "adam"})
     assert default_parallelism(adam, "cpu", 2, 1, 1, small) == ("single", 1)  # workers: SGD only
+    assert default_parallelism(cfg, "cpu", 2, 1, 1, small, whole_leaves=True) == ("single", 1)
     assert default_parallelism(cfg, "gpu", 2, 8, 1, large) == ("data", None)  # every device
     assert default_parallelism(cfg, "gpu", 2, 1, 1, small) == ("single", 1)
     assert default_parallelism(cfg, "cpu", 2, 4, 2, small) == ("data", None)  # several processes

@@ -323,14 +323,18 @@ DEFAULT_WORKERS_MAX_TABLE_BYTES = 48 << 20
 
 
 def choose(cfg, backend: str, cores: int, device_count: int, process_count: int,
-           table_bytes: int) -> tuple[str, int | None]:
+           table_bytes: int, whole_leaves: bool = False) -> tuple[str, int | None]:
     """(mode, devices) when the config leaves them open (devices None: all).
 
     Several processes, or several accelerators: data parallelism over all devices. On a CPU
     with several cores, SGD trains in worker streams, one per core (at most
     ``MAX_DEFAULT_STREAMS``), as gensim's worker threads use the cores — unless another
-    optimizer is chosen or the tables exceed ``DEFAULT_WORKERS_MAX_TABLE_BYTES`` (merges of
-    large vocabularies cost more than the second stream gains). Otherwise one stream.
+    optimizer is chosen, the tables exceed ``DEFAULT_WORKERS_MAX_TABLE_BYTES`` (merges of
+    large vocabularies cost more than the second stream gains), or the output layer reads a leaf
+    whole (``whole_leaves``: the exact softmax family). Every example moves such a leaf, and a
+    merge adds each stream's update of it, computed on the same stale values: adaptive softmax
+    diverged that way on ``mid.txt.gz`` at 40k words (two streams, lr 0.025;
+    docs/bench_output_layers_epochs.json). Otherwise one stream.
     """
     r = cfg.run
     if r.parallelism is not None:
@@ -338,7 +342,7 @@ def choose(cfg, backend: str, cores: int, device_count: int, process_count: int,
     if process_count > 1 or (backend != "cpu" and device_count > 1):
         return "data", r.devices
     workers = min(cores, MAX_DEFAULT_STREAMS) if r.devices is None else r.devices
-    if (backend == "cpu" and workers > 1 and cfg.optim.optimizer == "sgd"
+    if (backend == "cpu" and workers > 1 and cfg.optim.optimizer == "sgd" and not whole_leaves
             and table_bytes <= DEFAULT_WORKERS_MAX_TABLE_BYTES):
         return "workers", workers
     return "single", 1
@@ -352,11 +356,12 @@ def prepare(cfg) -> None:
             r.prepare(cfg)
 
 
-def resolve_mode(cfg, table_bytes: int) -> tuple[str, int]:
-    """(mode, devices) for this machine: the configured ones, or the default policy's, with
-    the devices it has."""
+def resolve_mode(cfg, specs: dict) -> tuple[str, int]:
+    """(mode, devices) for this machine and this parameter tree (``{name: ParamSpec}``): the
+    configured ones, or the default policy's, with the devices it has."""
     parallelism, devices = choose(cfg, jax.default_backend(), cpu_cores(), jax.device_count(),
-                                  jax.process_count(), table_bytes)
+                                  jax.process_count(), sum(s.nbytes for s in specs.values()),
+                                  any(not s.row_indexed for s in specs.values()))
     if cfg.run.parallelism is None and parallelism == Workers.name:
         devices = min(devices, len(jax.local_devices()))
         if devices < 2:

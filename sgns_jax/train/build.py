@@ -125,7 +125,7 @@ def build_run(cfg: TrainConfig, corpus: Corpus | None = None) -> Run:
     layer = build_layer(cfg, corpus.vocab.counts)
     check_window_sharing(cfg, layer)
     specs = param_specs(layer, len(corpus.vocab), cfg.model.dim, cfg.model.init_scale)
-    cfg = resolve(cfg, sum(s.nbytes for s in specs.values()))
+    cfg = resolve(cfg, specs)
     spec = batch_spec(cfg, layer)
     total_words = cfg.run.epochs * len(corpus)
     if cfg.run.max_words is not None:
