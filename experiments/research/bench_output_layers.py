@@ -1,7 +1,9 @@
 """Adaptive and differentiated softmax on mid.txt.gz beside the exact softmax and HS.
 
     python experiments/research/bench_output_layers.py --parts step,speed,cutoffs --out docs/bench_output_layers.json  # ~35 min
-    python experiments/research/bench_output_layers.py --parts epochs --out docs/bench_output_layers_epochs.json     # ~1.5 h
+    python experiments/research/bench_output_layers.py --parts epochs --out docs/bench_output_layers_epochs.json     # ~2 h
+    # or the two strategies side by side, one per core:
+    python experiments/research/bench_output_layers.py --parts epochs --strategies adaptive --out docs/bench_output_layers_epochs_adaptive.json
     python experiments/research/bench_output_layers.py --quick --out /tmp/q.json                                     # < 1 min
 
 Parts (``--parts``), each a list of rows in the output:
@@ -15,8 +17,8 @@ Parts (``--parts``), each a list of rows in the output:
   (``--budget-seconds`` of steady state, one stream, its default batch, lr 0.025) over
   ``--seeds``: words/s;
 * ``epochs`` — adaptive and differentiated softmax train 3 epochs at V = 40k with the defaults
-  ``sgns-jax train mid.txt.gz --loss adaptive`` takes (two worker streams on a 2-core CPU),
-  seed 0, scored on the held-out split beside the unigram baseline;
+  ``sgns-jax train mid.txt.gz --loss adaptive`` takes (one stream: the default for output layers
+  that read a leaf whole), seed 0, scored on the held-out split beside the unigram baseline;
 * ``cutoffs`` — adaptive softmax's default cutoffs against other rules at V = 40k, each
   training the same ``--cutoff-words`` (its schedule spanning them), seed 0: held-out −log p
   and words/s, the measurement behind the default.
@@ -136,8 +138,11 @@ def main(argv=None) -> None:
     p.add_argument("--budget-seconds", type=float, default=60.0)
     p.add_argument("--cutoff-words", type=int, default=700_000,
                    help="words each cutoff rule trains (the schedule spans them)")
+    p.add_argument("--strategies", default=",".join(STRATEGIES),
+                   help=f"a subset of {', '.join(STRATEGIES)} (epochs trains adaptive and dsoftmax only)")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
+    strategies = {k: STRATEGIES[k] for k in args.strategies.split(",")}
     parts = args.parts.split(",")
     cfg = settings(args.quick)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -155,29 +160,31 @@ def main(argv=None) -> None:
 
     if "step" in parts:
         for size in ([1000] if args.quick else [10000, 40000]):
-            for label, strategy in STRATEGIES.items():
+            for label, strategy in strategies.items():
                 record({"part": "step", "vocab_size": size, "strategy": label,
                         **step_cost(strategy, size, repeats=2 if args.quick else 3)})
     for vocab, vsettings in vocabs.items():
         if not {"speed", "epochs", "cutoffs"} & set(parts):
             break
+        last = vocab == list(vocabs)[-1]
+        if "speed" not in parts and not last:
+            continue  # epochs and cutoffs run at the largest vocabulary only
         data = COMPARE["prepare"](cfg, vsettings)
         size = len(data["train"].vocab)
         base = {"vocab": vocab, "vocab_size": size}
         if "speed" in parts:
-            for label, strategy in STRATEGIES.items():
+            for label, strategy in strategies.items():
                 for seed in seeds:
                     # words/s only: a run stopped by the clock is scored mid-schedule (its rate
                     # still high), which says nothing of the strategy; held-out scores come
                     # from runs whose schedule spans what they train (epochs, cutoffs)
                     record({"part": "speed", **base, "strategy": label, "seed": seed,
                             **run(cfg, data, strategy, seed, score=False, max_seconds=budget)})
-        last = vocab == list(vocabs)[-1]
         if "epochs" in parts and last:
-            for label in ("adaptive", "dsoftmax"):  # the CLI's defaults: its parallelism too
+            for label in [k for k in ("adaptive", "dsoftmax") if k in strategies]:  # the CLI's defaults
                 record({"part": "epochs", **base, "strategy": label, "seed": 0,
                         **run(cfg, data, STRATEGIES[label], 0, parallelism=None)})
-        if "cutoffs" in parts and last:
+        if "cutoffs" in parts and last and "adaptive" in strategies:
             counts = data["train"].vocab.counts
             for rule, make in CUTOFF_RULES.items():
                 strategy = {"name": "adaptive", **({} if make is None else {"cutoffs": make(counts, size)})}
