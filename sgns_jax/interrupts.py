@@ -60,6 +60,26 @@ def handled() -> Iterator[None]:
             _received.clear()
 
 
+def _record(signum, frame) -> None:
+    _received.set()
+
+
+@contextmanager
+def recorded() -> Iterator[None]:
+    """Only record SIGINT and SIGTERM in the block, raising nothing, and keep the record after
+    it: for a program's imports, which an exception must not cut short (a traceback, or a
+    half-initialised jaxlib), so that its ``main`` (inside :func:`handled`) stops on it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _record) for s in _SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
 @contextmanager
 def deferred() -> Iterator[threading.Event]:
     """Signals in the block are only recorded (the yielded event is set); when the block ends

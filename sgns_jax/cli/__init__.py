@@ -6,15 +6,19 @@ there is no traceback for them.
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-import warnings
-from pathlib import Path
-
 from sgns_jax import interrupts
-from sgns_jax.errors import SgnsError
-from sgns_jax.io_utils import storage_error
+
+# A Ctrl-C while the command imports (numpy among them) is recorded, and main() stops on it
+# with one line, instead of a KeyboardInterrupt traceback from the middle of an import.
+with interrupts.recorded():
+    import argparse
+    import os
+    import sys
+    import warnings
+    from pathlib import Path
+
+    from sgns_jax.errors import SgnsError
+    from sgns_jax.io_utils import storage_error
 
 
 def _one_line_warnings() -> None:
