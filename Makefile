@@ -18,12 +18,13 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python -m sgns_jax.demo
 
+# Two test processes (pytest-xdist): most tests compile with one core, and CI has two.
 test: install
-	$(BIN)/python -m pytest -x
+	$(BIN)/python -m pytest -x -n 2
 
 # Everything but the tests marked slow (multi-device subprocesses, experiment runs, statistics).
 test-fast: install
-	$(BIN)/python -m pytest -x -m "not slow"
+	$(BIN)/python -m pytest -x -n 2 -m "not slow"
 
 bench: install
 	$(BIN)/python experiments/perf/bench_pipeline.py

@@ -25,7 +25,7 @@ def run_check(*args, devices=8, timeout=600):
     return json.loads(line[len("RESULT "):])
 
 
-def test_one_step_on_2_4_8_devices_equals_one_device():
+def test_one_step_on_2_and_8_devices_equals_one_device():
     from sgns_jax.losses import registered_variants
 
     results = run_check("one_step")
@@ -84,7 +84,7 @@ def test_two_processes_with_jax_distributed_match_one_process_with_4_devices(tmp
 
 
 def test_vocabulary_sharded_tables_equal_the_unsharded_step():
-    """Model parallelism: rows split over 2, 4, 8 devices, each holding V/N rows — every
+    """Model parallelism: rows split over 2 and 8 devices, each holding V/N rows — every
     registered variant whose lookups are rows (a loss reading whole tables cannot shard them)."""
     import numpy as np
 
