@@ -494,12 +494,14 @@ def test_a_ctrl_c_while_the_command_imports_stops_it_with_one_line(corpus_file, 
     KeyboardInterrupt traceback from the middle of an import): main() then stops at once."""
     from sgns_jax import interrupts
 
+    before = signal.getsignal(signal.SIGINT)  # SIG_IGN in a pytest-xdist worker
     with interrupts.recorded():
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.01)  # the handler runs between bytecodes of the main thread
+    assert signal.getsignal(signal.SIGINT) is before
     assert cli.main(["vocab", str(corpus_file), "--no-cache"]) == 130
     assert capsys.readouterr().err.strip() == "sgns-jax: interrupted"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 @pytest.mark.slow
@@ -516,8 +518,10 @@ def test_repeated_ctrl_c_always_exits_130_with_a_loadable_checkpoint(tmp_path):
             "--epochs", "5", "--quiet", "--sample", "1e-4", "--checkpoint-minutes", "0.01"]
 
     def start(*extra):
+        # SIGINT as a shell leaves it: a pytest-xdist worker ignores it, and its children would
         return subprocess.Popen([*args, *map(str, extra)], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     warm = start("--max-words", "1", "--checkpoint-dir", tmp_path / "warm")
     assert warm.wait(timeout=300) == 0, warm.stderr.read()  # corpus cached, chunk compiled
