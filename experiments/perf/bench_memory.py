@@ -174,7 +174,8 @@ def main() -> None:
             if r.returncode != 0:
                 sys.exit(f"{side} failed:\n{r.stderr[-3000:]}")
             runs.append(json.loads([l for l in r.stdout.splitlines() if l.startswith("RESULT ")][-1][7:]))
-    result = {"corpus": args.corpus, "epochs": args.epochs, "workers": args.workers, "dim": args.dim,
+    root = Path(__file__).resolve().parents[2]
+    result = {"corpus": os.path.relpath(Path(args.corpus).resolve(), root), "epochs": args.epochs, "workers": args.workers, "dim": args.dim,
               "settings": SETTINGS, "runs": runs}
     print(f"{Path(args.corpus).name}, {args.epochs} epochs, {args.workers} workers, dim {args.dim}")
     print(table(runs))

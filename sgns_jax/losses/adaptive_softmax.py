@@ -21,7 +21,7 @@ over every word, which *is* the full softmax.
 Default cutoffs (``cutoffs`` None): the frequency ranks that cover 80% and 95% of the training
 tokens, so the head holds the words most pairs predict and the rarest ~5% of tokens fall in the
 narrowest cluster (on ``mid.txt.gz``: 1,428 / 5,755 at V = 10k, 2,563 / 14,429 at V = 40k; the
-rule against its alternatives: docs/adaptive_softmax.md).
+rule against its alternatives at equal words: docs/bench_output_layers.md).
 
 Every example is scored exactly, and, as Grave et al. do, a tail cluster's softmax is computed
 only for the examples whose target is in it: with static shapes, up to a fixed number of them
