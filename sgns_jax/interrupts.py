@@ -37,6 +37,17 @@ def _unraisable(report) -> None:
 
 
 @contextmanager
+def _installed(handler) -> Iterator[None]:
+    """``handler`` for SIGINT and SIGTERM in the block (main thread only), the previous ones after."""
+    previous = {s: signal.signal(s, handler) for s in _SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+@contextmanager
 def handled() -> Iterator[None]:
     """Record SIGINT and SIGTERM (and raise ``KeyboardInterrupt`` for them, outside
     :func:`deferred`) for the block; the previous handlers come back after it, and leaving the
@@ -45,16 +56,14 @@ def handled() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, _handler) for s in _SIGNALS}
     if not _state["handled"]:
         _state["unraisablehook"], sys.unraisablehook = sys.unraisablehook, _unraisable
     _state["handled"] += 1
     try:
-        yield
-    finally:
+        with _installed(_handler):
+            yield
+    finally:  # the handlers are back before the record is forgotten
         _state["handled"] -= 1
-        for s, h in previous.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
         if not _state["handled"]:
             sys.unraisablehook = _state.pop("unraisablehook")
             _received.clear()
@@ -72,12 +81,8 @@ def recorded() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, _record) for s in _SIGNALS}
-    try:
+    with _installed(_record):
         yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 @contextmanager
