@@ -14,18 +14,27 @@ The protocol, for each vocabulary of the config:
    dynamic window, sentence cut and orientation; ``sgns_jax.evaluation.heldout``), and every
    model is scored by its own normalised conditional (NS by softmax(u·h + log q), and also
    "raw", by softmax(u·h)). Baselines: the unigram of predicted words (no context) and ln V.
-3. **Budget.** Each strategy trains ``epochs`` epochs or what fits ``budget_seconds`` of
-   steady-state training, whichever is less: a short calibration run measures its words/s
-   (compilation excluded) and the run is given that many words (``run.max_words``), so its
-   learning-rate schedule spans exactly what it trains.
+3. **Budgets.** Each strategy trains at most ``epochs`` epochs, under each of the config's
+   ``budgets``: equal time (what fits ``seconds`` of steady-state training: a short calibration
+   run measures its words/s, compilation excluded, and the run is given that many words,
+   ``run.max_words``, so its learning-rate schedule spans exactly what it trains) and equal
+   words (``words`` for every strategy, or what fits ``seconds_cap`` for one too slow for that,
+   marked). Configs without ``budgets``: one equal-time budget of ``budget_seconds``.
 4. **Learning rate.** Each strategy gets the rate of ``learning_rates`` with the best
-   validation objective (seed 0); the sweep is recorded.
+   validation objective (seed 0) under the same budget; the sweep is recorded. Vocabularies
+   outside ``sweep_vocabularies`` (default: all) take the first swept vocabulary's rates.
 5. **Grid.** Every strategy at its rate, over ``seeds``: test objective, analogies, WordSim-353,
    SimLex-999, speed. The report gives mean ± std and a 95% t-interval per cell, and a ranking
    orders two strategies only where Welch's t-test separates them at 95%.
+6. **Cost.** Flops and bytes per pair from XLA's cost analysis of each strategy's compiled step
+   at each vocabulary (and at ``cost_vocabularies``, costed without training), beside the
+   measured seconds per pair; with several vocabularies the report adds the vocabulary axis
+   (``vocab_axis.py``): tables by V, gaps to the full softmax, fitted exponents, flips between
+   budgets, the literature, four plots against V.
 
-Writes into DIR: ``results.jsonl`` (every measurement; finished records are skipped on a rerun,
-so an interrupted grid resumes), ``report.md`` and two plots.
+Writes into DIR: ``results.jsonl`` (every measurement, each with the commit that made it;
+finished records are skipped on a rerun, so an interrupted grid resumes), ``report.md`` and
+its plots. Progress: one line per cell, ``[done/total cells]``.
 """
 
 from __future__ import annotations
@@ -50,6 +59,8 @@ from sgns_jax.config import TrainConfig
 from sgns_jax.train.loop import train
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+import vocab_axis  # noqa: E402  (this folder's module: the report along V)
 
 
 def load_config(path: str | None, quick: bool) -> dict:
@@ -60,7 +71,18 @@ def load_config(path: str | None, quick: bool) -> dict:
 def read_results(path: Path) -> list[dict]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [_with_budget(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _with_budget(record: dict) -> dict:
+    """Records of grids from before the budget axis were all trained under equal time."""
+    if record["kind"] in ("final", "sweep", "point"):
+        record.setdefault("budget", "time")
+    cell = record.get("cell")
+    if cell and cell.count("/") == 2:
+        vocab, strategy, seed = cell.split("/")
+        record["cell"] = f"{vocab}/time/{strategy}/{seed}"
+    return record
 
 
 def append(path: Path, record: dict) -> None:
@@ -71,8 +93,8 @@ def append(path: Path, record: dict) -> None:
 
 # --- data --------------------------------------------------------------------------------
 
-def prepare(cfg: dict, settings: dict) -> dict:
-    """Splits with the vocabulary of the training split, held-out pairs and baselines."""
+def splits(cfg: dict, settings: dict) -> tuple:
+    """(train, validation, test) of the encoded corpus, and the training split's vocabulary."""
     corpus = encode_corpus(cfg["corpus"] or bundled("wiki.txt.gz"), cache_dir=default_cache_dir(),
                            min_count=1, lowercase=settings.get("lowercase", False))
     if cfg["max_tokens"]:
@@ -80,6 +102,17 @@ def prepare(cfg: dict, settings: dict) -> dict:
     rest, test = corpus.split_heldout(cfg["heldout_fraction"])
     train_split, validation = rest.split_heldout(cfg["validation_fraction"])
     vocab = train_split.count_vocabulary(settings.get("min_count", 5), settings.get("max_vocab"))
+    return train_split, validation, test, vocab
+
+
+def training_counts(cfg: dict, settings: dict) -> np.ndarray:
+    """The counts of the training split's vocabulary under ``settings``."""
+    return splits(cfg, settings)[3].counts
+
+
+def prepare(cfg: dict, settings: dict) -> dict:
+    """Splits with the vocabulary of the training split, held-out pairs and baselines."""
+    train_split, validation, test, vocab = splits(cfg, settings)
     train_split, validation, test = (c.with_vocabulary(vocab) for c in (train_split, validation, test))
     pairs = {name: heldout_pairs(c, cfg["window"], cfg["sample"], cfg["heldout_pairs"])
              for name, c in (("validation", validation), ("test", test))}
@@ -121,23 +154,81 @@ def train_config(cfg: dict, strategy: dict, lr: float, seed: int, **run) -> Trai
         run={"epochs": cfg["epochs"], "seed": seed, "quiet": True, "parallelism": "single", **run})
 
 
+def budgets(cfg: dict) -> dict[str, dict]:
+    """The budgets every cell is trained under: ``{"seconds": s}`` (equal time: the words a
+    strategy trains in s seconds of steady-state training) or ``{"words": n, "seconds_cap": s}``
+    (equal words: n words, or what fits s seconds for a strategy too slow for that). Configs
+    without ``budgets`` have one equal-time budget of ``budget_seconds``."""
+    return cfg.get("budgets") or {"time": {"seconds": cfg["budget_seconds"]}}
+
+
+def budget_words(cfg: dict, budget: dict, calibration: dict) -> tuple[int, bool]:
+    """The words a cell trains under ``budget`` (never more than ``epochs`` epochs), and whether
+    a cap cut an equal-words budget short."""
+    planned = calibration["planned_words"]
+    rate = calibration["train_words"]  # words per steady-state second
+    if "words" not in budget:
+        return int(min(planned, rate * budget["seconds"])), False
+    fits = rate * budget.get("seconds_cap", float("inf"))
+    words = int(min(planned, budget["words"], fits))
+    return words, words < min(planned, budget["words"])
+
+
+def commit() -> str:
+    """The repository's commit, ``+dirty`` when the tree has uncommitted changes to tracked
+    files (every cell records the version that trained it)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def corpus_name(cfg: dict) -> str:
+    """The corpus as a report names it: its path relative to the repository."""
+    if not cfg["corpus"]:
+        return "the bundled Wikipedia text (`wiki.txt.gz`, 1.34 M tokens)"
+    import os
+
+    root = Path(__file__).resolve().parents[2]
+    return f"`{os.path.relpath(Path(cfg['corpus']).resolve(), root)}` (relative to the repository)"
+
+
 def calibrate(cfg: dict, vocab_name: str, name: str, data: dict, out: Path) -> dict:
-    """Steady-state words/s of a strategy (compilation excluded) → the words it may train."""
+    """Steady-state words/s and pairs/s of a strategy (compilation excluded)."""
     strategy = cfg["strategies"][name]
     seconds = cfg["calibration_seconds"]
     r = train(train_config(cfg, strategy, min(learning_rates(cfg, name)), 0, max_seconds=seconds),
               data["train"])
-    planned = cfg["epochs"] * len(data["train"])
-    words = int(min(planned, r.words / max(r.seconds, 1e-9) * cfg["budget_seconds"]))
     record = {"kind": "calibration", "vocab": vocab_name, "strategy": name,
               "words_per_s": r.words_per_second, "train_words": r.words / max(r.seconds, 1e-9),
-              "max_words": words, "planned_words": planned}
+              "pairs_per_s": r.examples / max(r.seconds, 1e-9),
+              "planned_words": cfg["epochs"] * len(data["train"]), "commit": commit()}
     append(out, record)
     return record
 
 
-def sweep_cell(cfg: dict, vocab_name: str, name: str, lr: float, data: dict, max_words: int,
-               out: Path) -> None:
+def measure_cost(cfg: dict, vocab_name: str, name: str, counts: np.ndarray, out: Path) -> dict:
+    """XLA's cost analysis of one compiled training step of the strategy at this vocabulary:
+    flops and bytes accessed per pair (``sgns_jax.engine.lowering.step_cost``)."""
+    from sgns_jax.engine.lowering import step_cost
+
+    cost = step_cost(train_config(cfg, cfg["strategies"][name], 0.025, 0), counts)
+    record = {"kind": "cost", "vocab": vocab_name, "strategy": name, "vocab_size": int(len(counts)),
+              "flops_per_pair": cost.flops, "bytes_per_pair": cost.bytes_accessed,
+              "conditional": cost.conditional, "commit": commit()}
+    append(out, record)
+    return record
+
+
+def sweep_cell(cfg: dict, vocab_name: str, budget: str, name: str, lr: float, data: dict,
+               max_words: int, out: Path) -> None:
     strategy = cfg["strategies"][name]
     try:
         r = train(train_config(cfg, strategy, lr, 0, max_words=max_words), data["train"])
@@ -145,14 +236,18 @@ def sweep_cell(cfg: dict, vocab_name: str, name: str, lr: float, data: dict, max
         seconds = r.seconds
     except TrainingDiverged:  # a rate too high for this strategy: recorded, never chosen
         scores, seconds = {"heldout": float("inf"), "diverged": True}, float("nan")
-    append(out, {"kind": "sweep", "vocab": vocab_name, "strategy": name, "learning_rate": lr,
-                 "seconds": seconds, **scores})
-    print(f"sweep {vocab_name}/{name} lr {lr}: validation {scores['heldout']:.4f}", flush=True)
+    append(out, {"kind": "sweep", "vocab": vocab_name, "budget": budget, "strategy": name,
+                 "learning_rate": lr, "seconds": seconds, "words": max_words, "commit": commit(), **scores})
+    print(f"sweep {vocab_name}/{budget}/{name} lr {lr}: validation {scores['heldout']:.4f}", flush=True)
 
 
-def run_cell(cfg: dict, vocab_name: str, name: str, lr: float, seed: int, data: dict,
-             max_words: int, out: Path) -> None:
-    cell = f"{vocab_name}/{name}/seed{seed}"
+def cell_name(vocab: str, budget: str, strategy: str, seed: int) -> str:
+    return f"{vocab}/{budget}/{strategy}/seed{seed}"
+
+
+def run_cell(cfg: dict, vocab_name: str, budget: str, name: str, lr: float, seed: int, data: dict,
+             max_words: int, capped: bool, out: Path) -> None:
+    cell = cell_name(vocab_name, budget, name, seed)
     strategy = cfg["strategies"][name]
     train_corpus = data["train"]
     scorers = objectives(strategy, data, "test")
@@ -180,8 +275,8 @@ def run_cell(cfg: dict, vocab_name: str, name: str, lr: float, seed: int, data: 
     sl = evaluate_word_pairs(emb, bundled(SIMLEX), restrict_vocab=None)
     append(out, {"cell": cell, "kind": "point", "seconds": result.seconds, "words": result.words,
                  "train_loss": result.mean_loss, **final})
-    append(out, {"cell": cell, "kind": "final", "vocab": vocab_name, "strategy": name,
-                 "seed": seed, "learning_rate": lr, "vocab_size": len(train_corpus.vocab),
+    append(out, {"cell": cell, "kind": "final", "vocab": vocab_name, "budget": budget,
+                 "strategy": name, "seed": seed, "capped": capped, "commit": commit(), "learning_rate": lr, "vocab_size": len(train_corpus.vocab),
                  "seconds": result.seconds, "compile_seconds": result.compile_seconds,
                  "words": result.words, "epoch_fraction": result.words / (len(train_corpus) * cfg["epochs"]),
                  "words_per_s": result.words_per_second, "pairs_per_s": result.examples / result.seconds,
@@ -195,11 +290,12 @@ def run_cell(cfg: dict, vocab_name: str, name: str, lr: float, seed: int, data: 
           f"of the epochs in {result.seconds:.0f} s", flush=True)
 
 
-def best_learning_rates(records: list[dict], vocab: str) -> dict[str, float]:
+def best_learning_rates(records: list[dict], vocab: str, budget: str = "time") -> dict[str, float]:
     """Per strategy, the swept rate with the lowest validation objective."""
     best: dict[str, tuple[float, float]] = {}
     for r in records:
-        if r["kind"] == "sweep" and r["vocab"] == vocab and math.isfinite(r["heldout"]):
+        if (r["kind"] == "sweep" and r["vocab"] == vocab and r.get("budget", "time") == budget
+                and math.isfinite(r["heldout"])):
             if r["strategy"] not in best or r["heldout"] < best[r["strategy"]][0]:
                 best[r["strategy"]] = (r["heldout"], r["learning_rate"])
     return {s: lr for s, (_, lr) in best.items()}
@@ -263,22 +359,26 @@ def _cell(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
     return f"{m:.{digits}f} ± {s:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def finals_by(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    finals: dict[tuple[str, str], list[dict]] = {}
+def finals_by(records: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
+    """Final records by (vocabulary, budget, strategy)."""
+    finals: dict[tuple[str, str, str], list[dict]] = {}
     for r in records:
         if r["kind"] == "final":
-            finals.setdefault((r["vocab"], r["strategy"]), []).append(r)
+            finals.setdefault((r["vocab"], r["budget"], r["strategy"]), []).append(r)
     return finals
 
 
 def write_report(cfg: dict, records: list[dict], out_dir: Path, command: str) -> None:
     finals = finals_by(records)
-    order = {name: i for i, name in enumerate([*cfg["vocabularies"], *cfg["strategies"]])}
+    order = {name: i for i, name in enumerate([*cfg["vocabularies"], *budgets(cfg), *cfg["strategies"]])}
     finals = dict(sorted(finals.items(), key=lambda kv: tuple(order.get(x, len(order)) for x in kv[0])))
-    vocabs = list(dict.fromkeys(v for v, _ in finals))
-    corpus = cfg["corpus"] or "the bundled Wikipedia text (`wiki.txt.gz`, 1.34 M tokens)"
+    vocabs = list(dict.fromkeys(v for v, _, _ in finals))
+    budget_names = list(dict.fromkeys(b for _, b, _ in finals))
+    corpus = corpus_name(cfg)
     if cfg["max_tokens"]:
         corpus += f" (its first {cfg['max_tokens']:,} tokens)"
+    commits = sorted({r.get("commit", "not recorded") for r in records if r["kind"] == "final"})
+    rule = "; ".join(vocab_axis.budget_text(name, b) for name, b in budgets(cfg).items())
     lines = ["# Comparing the softmax strategies", "",
              f"Command: `{command}`", "",
              f"Corpus: {corpus}; "
@@ -286,10 +386,11 @@ def write_report(cfg: dict, records: list[dict], out_dir: Path, command: str) ->
              f"{100 * cfg['validation_fraction']:.0f}% of the rest for validation; vocabulary, noise "
              f"distribution and Huffman tree counted on the training split. Skip-gram, dim "
              f"{cfg['dim']}, window {cfg['window']}, sample {cfg['sample']}, SGD with a linearly "
-             f"decayed learning rate, batches of {cfg['batch_size']} pairs; each run trains "
-             f"{cfg['epochs']} epoch(s) or the words that fit {cfg['budget_seconds']:.0f} s of "
-             f"steady-state training, whichever is less (the schedule spans them); seeds "
-             f"{cfg['seeds']}.", "",
+             f"decayed learning rate, batches of {cfg['batch_size']} pairs; each run trains at most "
+             f"{cfg['epochs']} epoch(s), under each budget: {rule} (the schedule spans what a run "
+             f"trains); seeds {cfg['seeds']}.", "",
+             f"Every cell was trained by commit {', '.join(f'`{c}`' for c in commits)} "
+             "(`+dirty`: with uncommitted changes; each record in results.jsonl names its own).", "",
              "Held-out objective: mean −log p(c | w) on "
              f"{cfg['heldout_pairs']:,} test pairs drawn as training draws them (subsampled with "
              "the training counts), under each model's own normalised conditional: softmax(u·h) "
@@ -300,19 +401,23 @@ def write_report(cfg: dict, records: list[dict], out_dir: Path, command: str) ->
              "(ln V).", "",
              "Cells: mean ± std [95% t-interval] over the seeds. Rankings order two neighbours "
              "(`>`) only where Welch's t-test separates them at 95%; `≈` means not separable.", ""]
+    lines += vocab_axis.report(cfg, records)
     for vocab in vocabs:
-        lines += vocab_section(cfg, records, finals, vocab)
-    lines += literature(cfg, finals, vocabs)
+        for budget in budget_names:
+            if any(v == vocab and b == budget for v, b, _ in finals):
+                lines += vocab_section(cfg, records, finals, vocab, budget)
+    first_budget = {(v, s): rs for (v, b, s), rs in finals.items() if b == budget_names[0]}
+    lines += literature(cfg, first_budget, vocabs)
     lines += ["", "![held-out objective vs time](heldout_vs_time.png)", "",
               "![analogy accuracy vs time](analogy_vs_time.png)", ""]
     (out_dir / "report.md").write_text("\n".join(lines))
 
 
-def vocab_section(cfg: dict, records: list[dict], finals, vocab: str) -> list[str]:
-    rows = {s: rs for (v, s), rs in finals.items() if v == vocab}
+def vocab_section(cfg: dict, records: list[dict], finals, vocab: str, budget: str) -> list[str]:
+    rows = {s: rs for (v, b, s), rs in finals.items() if v == vocab and b == budget}
     first = next(iter(rows.values()))[0]
     v_size = first["vocab_size"]
-    lines = [f"## Vocabulary `{vocab}` ({v_size:,} words)", "",
+    lines = [f"## Vocabulary `{vocab}` ({v_size:,} words), budget `{budget}`", "",
              "| strategy | lr | held-out −log p | analogy % (coverage) | WS-353 ρ | SimLex ρ | words/s | epochs done | train s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for s, rs in rows.items():
@@ -328,13 +433,13 @@ def vocab_section(cfg: dict, records: list[dict], finals, vocab: str) -> list[st
     lines.append(f"| unigram (no context) | | {first['unigram']:.3f} | | | | | | |")
     lines.append(f"| uniform (ln V) | | {math.log(v_size):.3f} | | | | | | |")
     lines.append("")
-    sweep = [r for r in records if r["kind"] == "sweep" and r["vocab"] == vocab]
+    sweep = [r for r in records if r["kind"] == "sweep" and r["vocab"] == vocab and r["budget"] == budget]
     if sweep:
         lrs = sorted({r["learning_rate"] for r in sweep})
         lines += ["Learning-rate sweep (validation objective, seed 0; the lowest, in bold, is used above):", "",
                   "| strategy | " + " | ".join(f"lr {lr}" for lr in lrs) + " |",
                   "|---|" + "---|" * len(lrs)]
-        best = best_learning_rates(records, vocab)
+        best = best_learning_rates(records, vocab, budget)
         for s in rows:
             cells = []
             for lr in lrs:
@@ -432,7 +537,9 @@ def plot(records: list[dict], out_dir: Path) -> None:
     for r in records:
         if r["kind"] == "point":
             points.setdefault(r["cell"], []).append(r)
-    seeds = sorted({c.split("/")[2] for c in points})
+    seeds = sorted({c.split("/")[3] for c in points})
+    budget_names = {c.split("/")[1] for c in points}
+    first_budget = "time" if "time" in budget_names or not budget_names else sorted(budget_names)[0]
     first_seed = seeds[0] if seeds else "seed0"
     for key, name, ylabel in (("heldout", "heldout_vs_time.png", "held-out −log p(c|w)"),
                               ("analogy", "analogy_vs_time.png", "analogy accuracy")):
@@ -440,8 +547,8 @@ def plot(records: list[dict], out_dir: Path) -> None:
         fig, axes = plt.subplots(1, len(vocabs), figsize=(6 * len(vocabs), 4.2), squeeze=False)
         for ax, vocab in zip(axes[0], vocabs):
             for cell, rs in points.items():  # one line per strategy: the first seed
-                v, strategy, seed = cell.split("/")
-                if v != vocab or seed != first_seed:
+                v, budget, strategy, seed = cell.split("/")
+                if v != vocab or seed != first_seed or budget != first_budget:
                     continue
                 rs = sorted(rs, key=lambda r: r["seconds"])
                 ax.plot([r["seconds"] for r in rs], [r[key] for r in rs], marker="o", label=strategy)
@@ -450,7 +557,7 @@ def plot(records: list[dict], out_dir: Path) -> None:
                 if uni:
                     ax.axhline(uni[0], color="grey", linestyle="--", label="unigram")
             ax.set_xscale("log")
-            ax.set_title(f"vocabulary {vocab} ({first_seed})")
+            ax.set_title(f"vocabulary {vocab}, budget {first_budget} ({first_seed})")
             ax.set_xlabel("training seconds (log scale)")
             ax.set_ylabel(ylabel)
             ax.legend(fontsize=8)
@@ -475,40 +582,72 @@ def main(argv: list[str] | None = None) -> None:
     # Drop the partial points of a cell that did not finish (it is rerun from scratch).
     records = [r for r in records if r["kind"] != "point" or r["cell"] in finished]
     results.write_text("".join(json.dumps(r) + "\n" for r in records))
+    swept_vocabs = cfg.get("sweep_vocabularies") or list(cfg["vocabularies"])
+    total = len(cfg["vocabularies"]) * len(budgets(cfg)) * len(cfg["strategies"]) * len(cfg["seeds"])
+    done = [len(finished)]
+
+    def progress(what: str) -> None:
+        print(f"[{done[0]}/{total} cells] {what}", flush=True)
+
     for vocab_name, settings in cfg["vocabularies"].items():
         data = None
         calib = {r["strategy"]: r for r in records if r["kind"] == "calibration" and r["vocab"] == vocab_name}
-        swept = {(r["strategy"], r["learning_rate"]) for r in records
-                 if r["kind"] == "sweep" and r["vocab"] == vocab_name}
+        costs = {r["strategy"] for r in records if r["kind"] == "cost" and r["vocab"] == vocab_name}
         for name in cfg["strategies"]:
             if name not in calib:
                 data = data or prepare(cfg, settings)
+                progress(f"{vocab_name}/{name}: calibrating")
                 calib[name] = calibrate(cfg, vocab_name, name, data, results)
-            rates = learning_rates(cfg, name)
-            for lr in rates if len(rates) > 1 else []:
-                if (name, lr) not in swept:
-                    data = data or prepare(cfg, settings)
-                    sweep_cell(cfg, vocab_name, name, lr, data, calib[name]["max_words"], results)
-        records = read_results(results)
-        best = best_learning_rates(records, vocab_name)
-        chosen = {name: best.get(name, learning_rates(cfg, name)[0]) for name in cfg["strategies"]}
-        # A cell trained at a rate the sweep no longer chooses (a rate was added) is rerun.
-        stale = {r["cell"] for r in records if r["kind"] == "final" and r["vocab"] == vocab_name
-                 and r["strategy"] in chosen and r["learning_rate"] != chosen[r["strategy"]]}
-        if stale:
-            records = [r for r in records if r.get("cell") not in stale]
-            results.write_text("".join(json.dumps(r) + "\n" for r in records))
-            finished -= stale
-        for name in cfg["strategies"]:
-            for seed in cfg["seeds"]:
-                if f"{vocab_name}/{name}/seed{seed}" in finished:
-                    continue
+            if name not in costs:
                 data = data or prepare(cfg, settings)
-                run_cell(cfg, vocab_name, name, chosen[name], seed, data, calib[name]["max_words"], results)
+                measure_cost(cfg, vocab_name, name, data["train"].vocab.counts, results)
+        for budget_name, budget in budgets(cfg).items():
+            words = {name: budget_words(cfg, budget, calib[name]) for name in cfg["strategies"]}
+            swept = {(r["strategy"], r["learning_rate"]) for r in records if r["kind"] == "sweep"
+                     and r["vocab"] == vocab_name and r.get("budget", "time") == budget_name}
+            if vocab_name in swept_vocabs:
+                for name in cfg["strategies"]:
+                    rates = learning_rates(cfg, name)
+                    for lr in rates if len(rates) > 1 else []:
+                        if (name, lr) not in swept:
+                            data = data or prepare(cfg, settings)
+                            progress(f"{vocab_name}/{budget_name}/{name}: sweep lr {lr}")
+                            sweep_cell(cfg, vocab_name, budget_name, name, lr, data, words[name][0], results)
+            records = read_results(results)
+            # A vocabulary without a sweep of its own takes the rates of the first swept one.
+            rate_vocab = vocab_name if vocab_name in swept_vocabs else swept_vocabs[0]
+            best = best_learning_rates(records, rate_vocab, budget_name)
+            chosen = {name: best.get(name, learning_rates(cfg, name)[0]) for name in cfg["strategies"]}
+            # A cell trained at a rate the sweep no longer chooses (a rate was added) is rerun.
+            stale = {r["cell"] for r in records if r["kind"] == "final" and r["vocab"] == vocab_name
+                     and r["budget"] == budget_name and r["strategy"] in chosen
+                     and r["learning_rate"] != chosen[r["strategy"]]}
+            if stale:
+                records = [r for r in records if r.get("cell") not in stale]
+                results.write_text("".join(json.dumps(r) + "\n" for r in records))
+                finished -= stale
+            for name in cfg["strategies"]:
+                for seed in cfg["seeds"]:
+                    if cell_name(vocab_name, budget_name, name, seed) in finished:
+                        continue
+                    data = data or prepare(cfg, settings)
+                    progress(f"{vocab_name}/{budget_name}/{name}/seed{seed}: {words[name][0]:,} words")
+                    run_cell(cfg, vocab_name, budget_name, name, chosen[name], seed, data, *words[name], results)
+                    done[0] += 1
+    records = read_results(results)
+    # Cost analysis at further vocabulary sizes (no training): the exponents' fit.
+    costed = {(r["vocab"], r["strategy"]) for r in records if r["kind"] == "cost"}
+    for vocab_name, settings in cfg.get("cost_vocabularies", {}).items():
+        counts = None
+        for name in cfg["strategies"]:
+            if (vocab_name, name) not in costed:
+                counts = counts if counts is not None else training_counts(cfg, settings)
+                measure_cost(cfg, vocab_name, name, counts, results)
     records = read_results(results)
     command = "python experiments/research/compare_losses.py " + " ".join(sys.argv[1:] if argv is None else argv)
     write_report(cfg, records, out_dir, command)
     plot(records, out_dir)
+    vocab_axis.plot(cfg, records, out_dir)
     print(f"report: {out_dir / 'report.md'}")
 
 

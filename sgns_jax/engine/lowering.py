@@ -6,10 +6,15 @@ show on the device; :func:`export_chunk` lowers the chunk for ``platforms`` (``c
 ``tpu``: the CPU-only jaxlib can lower for all of them) and :func:`inspect_module` reads the
 exported module for each of those faults. Used by ``tests/test_lowering.py`` and the device
 check.
+
+:func:`step_cost` reads what XLA's cost analysis of one compiled step says it costs (flops and
+bytes accessed per training pair): the cost columns of the strategy comparison and the
+roofline note (docs/roofline.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 
@@ -37,11 +42,8 @@ class ChunkModule:
         return frozenset(c for c in self.custom_calls if "callback" in c.lower())
 
 
-def export_chunk(cfg, counts: np.ndarray, platforms: tuple[str, ...] = ACCELERATORS) -> jax.export.Exported:
-    """The chunk function of the run ``cfg`` describes (its runner, update rule and batches;
-    ``run.parallelism`` and ``run.devices`` set), lowered for ``platforms`` with zero inputs of
-    the run's shapes. The devices must exist in this process (on the CPU:
-    ``XLA_FLAGS=--xla_force_host_platform_device_count=N``)."""
+def _chunk_and_inputs(cfg, counts: np.ndarray):
+    """The runner ``cfg`` describes and zero inputs of its chunk's shapes."""
     from sgns_jax.engine import runners
     from sgns_jax.engine.step import init_params, init_state
     from sgns_jax.train.build import batch_spec, build_layer, make_schedule
@@ -55,7 +57,70 @@ def export_chunk(cfg, counts: np.ndarray, platforms: tuple[str, ...] = ACCELERAT
     state = runner.place(init_state(init_params(layer, len(counts), cfg.model.dim,
                                                 jax.random.key(0)), rule))
     arrays = runner.place_arrays(spec.zero_chunk())
-    return jax.export.export(runner.chunk_fn, platforms=platforms)(state, arrays, runner.root_key)
+    return runner, spec, (state, arrays, runner.root_key)
+
+
+def export_chunk(cfg, counts: np.ndarray, platforms: tuple[str, ...] = ACCELERATORS) -> jax.export.Exported:
+    """The chunk function of the run ``cfg`` describes (its runner, update rule and batches;
+    ``run.parallelism`` and ``run.devices`` set), lowered for ``platforms`` with zero inputs of
+    the run's shapes. The devices must exist in this process (on the CPU:
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=N``)."""
+    runner, _, inputs = _chunk_and_inputs(cfg, counts)
+    return jax.export.export(runner.chunk_fn, platforms=platforms)(*inputs)
+
+
+@contextlib.contextmanager
+def _unrolled_threefry():
+    """Lower the threefry PRNG as GPU and TPU do, its 5 rounds unrolled: the CPU lowering rolls
+    them into a loop, which the cost analysis would count once. JAX's lowering rules are
+    internal; if they move, the loop check of :func:`step_cost` refuses the figure."""
+    from jax._src.interpreters import mlir
+    from jax._src.random import threefry2x32 as threefry
+
+    mlir.register_lowering(threefry.threefry2x32_p, threefry._threefry2x32_lowering_rule, platform="cpu")
+    try:
+        yield
+    finally:
+        mlir.register_lowering(threefry.threefry2x32_p, threefry._threefry2x32_cpu_lowering_rule,
+                               platform="cpu")
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """XLA's cost analysis of one compiled training step, per training example (a pair, or a
+    window in the windows layout), on the backend this process compiles for."""
+
+    flops: float            # floating-point operations per example
+    bytes_accessed: float   # bytes read and written per example, as XLA counts them
+    examples_per_step: int  # rows of the step's batch
+    conditional: bool       # the step branches: XLA counted the costliest branch
+
+
+def step_cost(cfg, counts: np.ndarray) -> StepCost:
+    """Flops and bytes per example of one training step of the run ``cfg`` describes, from
+    ``compiled.cost_analysis()`` of its chunk compiled with one step.
+
+    XLA's cost analysis counts a loop's body once, whatever its trip count (the chunk's
+    ``lax.scan`` over steps, the full softmax's blocks beyond ``softmax_block`` rows): one step
+    has no chunk loop, and a step that still holds a loop is refused rather than undercounted.
+    A conditional counts its costliest branch (an upper bound; ``conditional`` says so). Bytes
+    accessed count an in-place scatter into a table as reading and writing the whole table, so
+    they hold a term that grows with V even where the rows a step touches do not
+    (docs/roofline.md separates it by a fit over V)."""
+    one_step = cfg.replace(optim={"steps_per_chunk": 1})
+    runner, spec, inputs = _chunk_and_inputs(one_step, counts)
+    fn = runner.chunk_fn if hasattr(runner.chunk_fn, "lower") else jax.jit(runner.chunk_fn)
+    with _unrolled_threefry():
+        compiled = fn.lower(*inputs).compile()
+    hlo = compiled.as_text()
+    if " while(" in hlo:
+        raise ValueError("the compiled step holds a loop, whose body XLA's cost analysis counts "
+                         "once; give the full softmax a softmax_block of at least V")
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    rows = spec.batch_size
+    return StepCost(flops=float(cost["flops"]) / rows, bytes_accessed=float(cost["bytes accessed"]) / rows,
+                    examples_per_step=rows, conditional=" conditional(" in hlo)
 
 
 _ARG = re.compile(r"%arg\d+: tensor<[^>]*>( \{[^}]*\})? loc\(\"([^\"]*)\"\)")

@@ -113,7 +113,10 @@ class AdaptiveSoftmax(OutputLayer):
 
     def _cluster(self, target_B: Array) -> Array:
         """−1 for a head word, i for a word of tail cluster i."""
-        return jnp.searchsorted(jnp.asarray(self.cutoffs, jnp.int32), target_B, side="right") - 1
+        # compare_all: a handful of cutoffs, no loop (the default method scans, which XLA's
+        # cost analysis would count once)
+        return jnp.searchsorted(jnp.asarray(self.cutoffs, jnp.int32), target_B, side="right",
+                                method="compare_all") - 1
 
     def example_losses(self, rows: Mapping[str, Array], lookups: Mapping[str, Lookup],
                        batch: Batch) -> tuple[Array, Array]:
