@@ -40,6 +40,7 @@ its plots. Progress: one line per cell, ``[done/total cells]``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import runpy
@@ -174,9 +175,11 @@ def budget_words(cfg: dict, budget: dict, calibration: dict) -> tuple[int, bool]
     return words, words < min(planned, budget["words"])
 
 
+@functools.lru_cache(maxsize=None)
 def commit() -> str:
-    """The repository's commit, ``+dirty`` when the tree has uncommitted changes to tracked
-    files (every cell records the version that trained it)."""
+    """The repository's commit when this process started, ``+dirty`` when the tree had
+    uncommitted changes to tracked files (every cell records the version that trained it; read
+    once: a commit made while the grid runs did not train it)."""
     import subprocess
 
     root = Path(__file__).resolve().parents[2]
@@ -573,6 +576,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="a tiny grid in under a minute")
     p.add_argument("--out", required=True, help="results directory")
     args = p.parse_args(argv)
+    commit()  # the version of the code this process runs
     cfg = load_config(args.config, args.quick)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
