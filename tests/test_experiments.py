@@ -53,6 +53,44 @@ def test_compare_losses_quick_writes_a_complete_report(tmp_path):
     assert len((out / "results.jsonl").read_text().splitlines()) == len(records)
 
 
+def test_compare_losses_along_the_vocabulary_axis_quick(tmp_path):
+    out = tmp_path / "cv"
+    config = ROOT / "experiments" / "research" / "configs" / "compare_losses_vocab.py"
+    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "research" / "compare_losses.py"), "--quick",
+                        "--config", str(config), "--out", str(out)], capture_output=True, text=True,
+                       timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "[0/16 cells]" in r.stdout  # progress
+    records = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
+    finals = [x for x in records if x["kind"] == "final"]
+    assert {(x["vocab"], x["budget"]) for x in finals} == {
+        (v, b) for v in ("top300", "top1200") for b in ("words", "time")}
+    assert all(x["commit"] and x["commit"] != "unknown" for x in finals)
+    words = [x for x in finals if x["budget"] == "words"]
+    assert all(60_000 <= x["words"] < 70_000 or x["capped"] for x in words)  # equal words
+    # The cost column is XLA's count for the compiled step: the full softmax's flops per pair
+    # grow with V (300 → 1,200 → 2,400 words) as V does.
+    full = sorted((x["vocab_size"], x["flops_per_pair"]) for x in records
+                  if x["kind"] == "cost" and x["strategy"] == "full")
+    assert [v for v, _ in full] == [300, 1200, 2400]
+    assert full[2][1] / full[0][1] == pytest.approx(8.0, rel=0.1)
+    report = (out / "report.md").read_text()
+    for section in ("## Along the vocabulary axis", "### Held-out −log p by V, budget `words`",
+                    "### Held-out −log p by V, budget `time`", "### Cost per pair",
+                    "Rankings that flip between the budgets", "Grave et al. 2017"):
+        assert section in report
+    for png in ("heldout_vs_vocab.png", "gap_vs_vocab.png", "cost_vs_vocab.png", "analogy_vs_vocab.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reports_name_the_corpus_relative_to_the_repository():
+    import runpy
+
+    cl = runpy.run_path(str(ROOT / "experiments" / "research" / "compare_losses.py"))
+    name = cl["corpus_name"]({"corpus": str(ROOT.parent / "shared" / "data" / "mid.txt.gz")})
+    assert name.startswith("`../shared/data/mid.txt.gz`") and str(ROOT) not in name
+
+
 def test_gpu_benchmark_runs_in_cpu_mode(tmp_path):
     out = tmp_path / "gpu.json"
     r = subprocess.run([sys.executable, str(ROOT / "experiments" / "perf" / "bench_gpu.py"), "--tiny",

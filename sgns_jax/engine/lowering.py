@@ -77,12 +77,17 @@ def _unrolled_threefry():
     from jax._src.interpreters import mlir
     from jax._src.random import threefry2x32 as threefry
 
-    mlir.register_lowering(threefry.threefry2x32_p, threefry._threefry2x32_lowering_rule, platform="cpu")
+    cpu_rules = mlir._platform_specific_lowerings["cpu"]
+    saved = cpu_rules.get(threefry.threefry2x32_p)
+    mlir.register_lowering(threefry.threefry2x32_p, threefry._threefry2x32_lowering_rule,
+                           platform="cpu", inline=False)
     try:
         yield
     finally:
-        mlir.register_lowering(threefry.threefry2x32_p, threefry._threefry2x32_cpu_lowering_rule,
-                               platform="cpu")
+        if saved is None:
+            cpu_rules.pop(threefry.threefry2x32_p, None)
+        else:
+            cpu_rules[threefry.threefry2x32_p] = saved
 
 
 @dataclass(frozen=True)
