@@ -49,7 +49,7 @@ def get_config(quick: bool = False) -> dict:
                     "time": {"seconds": 20.0}},
         "learning_rates": [0.0125, 0.025, 0.05],
         "epochs": 1,
-        "calibration_seconds": 4.0,
+        "calibration_seconds": 8.0,
         "eval_points": 2,
         "heldout_pairs": 10000,
     })
