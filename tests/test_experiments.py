@@ -101,13 +101,51 @@ def test_gpu_benchmark_runs_in_cpu_mode(tmp_path):
     assert data["machine"]["bandwidth_bytes_per_s"] > 0 and data["machine"]["matmul_flops_per_s"] > 0
     rows = data["rows"]
     assert {(x["strategy"], x["devices"]) for x in rows} == {
-        (s, d) for s in ("pair", "window", "batch", "hs", "full") for d in (1, 2)}
+        (s, d) for s in ("pair", "window", "batch", "hs", "full", "adaptive") for d in (1, 2)}
     for x in rows:
         # (Pairs per corpus word can be below 1: a 500-word vocabulary is mostly subsampled.)
         assert x["vocab"] == 500 and x["words_per_s"] > 0 and x["pairs_per_s"] > 0
         assert 0 < x["share_of_roofline"] and math.isfinite(x["roofline_words_per_s"])
         # bfloat16 products where the strategy has matrix products, float32 elsewhere
-        assert x["matmul_dtype"] == ("bfloat16" if x["strategy"] in ("batch", "full") else "float32")
+        assert x["matmul_dtype"] == ("bfloat16" if x["strategy"] in ("batch", "full", "adaptive") else "float32")
+
+
+def test_the_device_check_runs_in_its_cpu_mode(tmp_path):
+    import os
+
+    out = tmp_path / "dc"
+    r = subprocess.run([str(ROOT / "experiments" / "device_check.sh"), "--tiny", "--out-dir", str(out)],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                       env={**os.environ, "PYTHON": sys.executable})
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads((out / "device_check.json").read_text())
+    assert result["device"]["platform"] == "cpu" and result["device"]["jax"]
+    sections = result["sections"]
+    assert sections["device"][0]["bandwidth_bytes_per_s"] > 0
+    assert {x["cell"] for x in sections["lowering"]} == {"pair", "hs", "full"}
+    assert all(x["status"] == "ok" and not x["custom_calls"] for x in sections["lowering"])
+    cells = sections["throughput"]
+    assert all(x["status"] == "ok" for x in cells), [x.get("error") for x in cells]
+    assert {x["cell"] for x in cells} >= {"pair V=500 1 dev float32", "full V=500 2 dev bfloat16"}
+    assert all(x["xla_flops_per_example"] > 0 and x["words_per_s"] > 0 for x in cells)
+    assert sections["quality"][0]["status"] == "ok" and 0 <= sections["quality"][0]["analogy"] <= 1
+    assert "| throughput |" not in (out / "device_check.md").read_text()  # sections are headings
+    assert "## throughput" in (out / "device_check.md").read_text()
+
+
+def test_a_failing_device_check_cell_is_recorded_and_the_rest_go_on(tmp_path):
+    sys.path.insert(0, str(ROOT / "experiments" / "perf"))
+    from device_check import Check
+
+    check = Check(tmp_path, budget_seconds=60)
+    check.cell("s", "broken", lambda: 1 / 0)
+    check.cell("s", "fine", lambda: {"x": 1.0})
+    late = Check(tmp_path, budget_seconds=-1)
+    late.cell("s", "too late", lambda: {"x": 1.0})
+    rows = check.result["sections"]["s"]
+    assert rows[0]["status"] == "failed" and rows[0]["error"].startswith("ZeroDivisionError")
+    assert rows[1]["status"] == "ok" and rows[1]["x"] == 1.0
+    assert late.result["sections"]["s"][0]["status"] == "skipped"
 
 
 def test_gpu_benchmark_traffic_model():

@@ -28,7 +28,10 @@ per float) and computes 6·D flops per dot product it takes (forward, and two pr
 * ``hs`` (skip-gram's window-shared paths): 1 + L̄ / c rows and L̄ dots per pair, L̄ the
   frequency-weighted mean Huffman code length;
 * ``full``: the whole V×D output table read twice and its gradient written per step (12·V·D/B
-  bytes per pair) and V dots per pair.
+  bytes per pair) and V dots per pair;
+* ``adaptive``: no hand model; XLA's cost analysis of its compiled step
+  (``sgns_jax.engine.lowering.step_cost``: flops, and bytes as XLA counts them — an upper bound,
+  since it counts a scatter into a table as the whole table).
 
 The roofline time per pair is the larger of bytes / bandwidth and flops / matmul rate; each cell
 prints the words/s it allows and the share of it reached. It is an upper bound from traffic
@@ -55,9 +58,10 @@ STRATEGIES = {
     "batch": {"name": "ns", "negative_mode": "batch"},
     "hs": {"name": "hs"},
     "full": {"name": "full"},
+    "adaptive": {"name": "adaptive"},
 }
 SETTINGS = dict(window=5, negative=5, sample=1e-3)
-GEMM_STRATEGIES = ("batch", "full")  # whose products are matrix products (matmul_dtype)
+GEMM_STRATEGIES = ("batch", "full", "adaptive")  # whose products are matrix products (matmul_dtype)
 
 
 def measure_device(size: int, matmul_n: int) -> dict:
@@ -124,8 +128,14 @@ def run_cell(corpus, strategy: str, vocab: int, devices: int, args, machine: dic
     pairs = result.examples * ((SETTINGS["window"] + 1) if strategy in ("window", "hs") else 1)
     words = result.corpus_tokens * result.words / max(result.epoch_words, 1)
     pairs_per_word = pairs / max(words, 1)
-    bytes_pp, flops_pp = traffic_per_pair(strategy, args.dim, len(corpus.vocab), batch_size,
-                                          mean_code_length, getattr(result.config.loss, "shared_samples", 0))
+    if strategy == "adaptive":
+        from sgns_jax.engine.lowering import step_cost
+
+        cost = step_cost(result.config.replace(run={"parallelism": "single", "devices": 1}), corpus.vocab.counts)
+        bytes_pp, flops_pp = cost.bytes_accessed, cost.flops
+    else:
+        bytes_pp, flops_pp = traffic_per_pair(strategy, args.dim, len(corpus.vocab), batch_size,
+                                              mean_code_length, getattr(result.config.loss, "shared_samples", 0))
     # One device's roofline times the device count: data parallelism splits the pairs.
     seconds_pp = max(bytes_pp / machine["bandwidth_bytes_per_s"], flops_pp / machine["matmul_flops_per_s"])
     roofline = devices / (seconds_pp * pairs_per_word)
