@@ -20,8 +20,9 @@ both budgets scale the grid linearly):
 
 Learning rates: swept on the validation split at the 10k vocabulary under each budget and reused
 at 40k and 80k (the sweep at one V; the report's 10k sweep table shows how flat it is). The full
-softmax normalises over the whole vocabulary in one block (``softmax_block``), so its step has no
-loop and XLA's cost analysis counts it whole (a blocked step's loop would be counted once).
+softmax, and adaptive and differentiated softmax's clusters and bands, normalise in one block
+(``softmax_block``), so their steps have no loop and XLA's cost analysis counts them whole (a
+blocked step's loop would be counted once).
 Flops are also costed, without training, at 5k, 20k and 149k words (count ≥ 1) for the exponents.
 """
 
@@ -35,7 +36,8 @@ bundled_config = runpy.run_path(str(Path(__file__).with_name("compare_losses.py"
 def get_config(quick: bool = False) -> dict:
     config = bundled_config(quick=False)
     one_block = 1 << 18  # more rows than any vocabulary here
-    config["strategies"]["full"] = {**config["strategies"]["full"], "softmax_block": one_block}
+    for name in ("full", "adaptive", "dsoftmax"):
+        config["strategies"][name] = {**config["strategies"][name], "softmax_block": one_block}
     config.update({
         "corpus": mid_config["MID"],
         "vocabularies": {"top10k": {"min_count": 5, "max_vocab": 10000},
