@@ -62,6 +62,9 @@ class Phases:
 
 
 def child_sgns(args) -> dict:
+    from sgns_jax.cli import fewer_malloc_arenas
+
+    fewer_malloc_arenas()  # as the command line does, before JAX starts its threads
     phases = Phases()
     import jax
 

@@ -96,7 +96,26 @@ def _extra_commands():
     return [train.register, evaluate.register]
 
 
+def fewer_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas (unless ``MALLOC_ARENA_MAX`` says otherwise). glibc gives each
+    thread that allocates concurrently an arena of its own, up to 8 per core, and keeps what
+    each frees; XLA's thread pool, the batch producer and the worker streams then held about
+    90 MB more at the same live size (docs/bench_memory.md). Called before JAX starts its
+    threads; a no-op off glibc."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    fewer_malloc_arenas()
     _one_line_warnings()
     with interrupts.handled():  # a Ctrl-C that Python drops is still seen (sgns_jax/interrupts.py)
         try:

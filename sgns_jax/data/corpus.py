@@ -41,7 +41,7 @@ from sgns_jax.io_utils import atomic_write, fsync_dir, storage_error, unlocked
 
 CACHE_FORMAT_VERSION = 3  # 3: meta.json records every file's size and SHA-256
 ENTRY_FILES = ("ids.npy", "sentence_starts.npy", "line_starts.npy", "vocab.txt")
-BLOCK_BYTES = 1 << 22
+BLOCK_BYTES = 1 << 20
 _WHITESPACE = b" \t\n\r\x0b\x0c"
 
 
@@ -396,7 +396,7 @@ def _encode(files: list[Path], work: Path, lowercase: bool, min_count: int,
     kept_before = np.zeros(0, dtype=np.int64)  # kept tokens before each line end
     chunks = []
     pos = 0
-    step = 1 << 22  # 4M tokens at a time: temporaries bounded whatever the corpus size
+    step = 1 << 20  # 1M tokens at a time: temporaries bounded (~20 MB) whatever the corpus size
     # Written with write(), not through a memory map: a full disk is then an OSError, where a
     # write into a mapped page kills the process with SIGBUS.
     with open(work / "ids.npy", "wb") as ids:
