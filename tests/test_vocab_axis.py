@@ -44,6 +44,15 @@ def records():
     return out
 
 
+def test_a_sweep_whose_best_rate_is_at_its_edge_is_flagged():
+    sweeps = [{"kind": "sweep", "vocab": "v1k", "budget": "words", "strategy": s, "learning_rate": lr,
+               "heldout": h} for s, curve in (("full", {0.01: 7.0, 0.02: 6.5, 0.04: 6.9}),
+                                              ("hs", {0.01: 7.0, 0.02: 6.9, 0.04: 6.5}))
+              for lr, h in curve.items()]
+    text = "\n".join(vocab_axis.report(CFG, records() + sweeps))
+    assert "edge of the range swept for hs," in text and "for full" not in text
+
+
 def test_exponents_are_fitted_on_a_log_log_scale():
     assert vocab_axis.fit_exponent([1e3, 4e3, 16e3], [2e3, 8e3, 32e3]) == pytest.approx(1.0)
     assert vocab_axis.fit_exponent([1e3, 4e3], [5.0, 5.0]) == pytest.approx(0.0)

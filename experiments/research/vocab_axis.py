@@ -74,6 +74,10 @@ class Axis:
         self.cost_size = {r["vocab"]: r["vocab_size"] for r in records if r["kind"] == "cost"}
         self.pairs_per_s = {(r["vocab"], r["strategy"]): r["pairs_per_s"] for r in records
                             if r["kind"] == "calibration" and "pairs_per_s" in r}
+        self.sweeps: dict[tuple[str, str, str], dict[float, float]] = {}
+        for r in records:
+            if r["kind"] == "sweep":
+                self.sweeps.setdefault((r["vocab"], r["budget"], r["strategy"]), {})[r["learning_rate"]] = r["heldout"]
 
     def values(self, vocab, budget, strategy, key="heldout") -> list[float]:
         return [r[key] for r in self.finals.get((vocab, budget, strategy), [])]
@@ -239,6 +243,13 @@ def statements(axis: Axis) -> list[str]:
                       for v in axis.vocabs if axis.values(v, budget, "full")]
         if full_words:
             lines.append(f"- The full softmax trained, budget `{budget}`: " + ", ".join(full_words) + ".")
+    for budget in axis.budgets:
+        edge = sorted({s for (v, b, s), rates in axis.sweeps.items() if b == budget and len(rates) > 1
+                       and min(rates, key=rates.get) in (min(rates), max(rates))})
+        if edge:
+            lines.append(f"- Learning rates, budget `{budget}`: the sweep's best is at the edge of the "
+                         f"range swept for {', '.join(edge)}, so their rates are not known to be "
+                         "tuned (a wider sweep could change their cells).")
     for v in axis.vocabs:
         f = flips(axis, v)
         lines.append(f"- Rankings that flip between the budgets at `{v}`: "
