@@ -73,27 +73,35 @@ def perturbed_params(layer, vocab_size):
             for i, (k, v) in enumerate(params.items())}
 
 
-def one_step(path):
-    """One chunk (2 SGD steps) of every registered loss variant, sparse and dense, on 1, 2 and 8
-    devices (the fewest shards, and the most a batch of 64 splits into with 8 examples each);
-    max |difference| to the 1-device run."""
+def one_step(path, update):
+    """One chunk (2 SGD steps) of registered loss variants on 1 device and on 8 (the most a
+    batch of 64 splits into, 8 examples each) and, for each strategy's first variant, on 2 (the
+    fewest shards); max |difference| to the 1-device run. ``sparse``: every variant, since each
+    gathers and scatters its own rows. ``dense``: each strategy's first variant — a dense step is
+    the 1-device gradient averaged over the devices whatever the variant, and the variants'
+    dense and sparse steps are equal on one device (test_train.py)."""
     out = {}
     corpus = encode_corpus(path, min_count=1)
+    seen = set()
     for name, kw in registered_variants():
-        for update in ("sparse", "dense"):
-            cfg = variant_config(path, name, kw, optim={"update": update, "batch_size": 64,
-                                                        "steps_per_chunk": 2})
-            layer = build_layer(cfg, corpus.vocab.counts)
-            chunk = next(iter(epoch_chunks(corpus, batch_spec(cfg, layer), 0))).arrays
-            params = perturbed_params(layer, len(corpus.vocab))
-            results = {n: run_chunk(cfg, layer, params, chunk, "data" if n > 1 else "single", n, update)[:2]
-                       for n in (1, 2, 8)}
-            diffs = {n: max(float(np.abs(results[n][0][k] - results[1][0][k]).max()) for k in params)
-                     for n in (2, 8)}
-            moved = max(float(np.abs(results[1][0][k] - np.asarray(params[k])).max()) for k in params)
-            label = "-".join([name] + [f"{k}={v}" for k, v in kw.items()] + [update])
-            out[label] = {"max_diff": max(diffs.values()), "moved": moved,
-                          "loss_diff": max(abs(results[n][1] - results[1][1]) for n in (2, 8))}
+        first = name not in seen
+        seen.add(name)
+        if update == "dense" and not first:
+            continue
+        cfg = variant_config(path, name, kw, optim={"update": update, "batch_size": 64,
+                                                    "steps_per_chunk": 2})
+        layer = build_layer(cfg, corpus.vocab.counts)
+        chunk = next(iter(epoch_chunks(corpus, batch_spec(cfg, layer), 0))).arrays
+        params = perturbed_params(layer, len(corpus.vocab))
+        counts = (1, 2, 8) if first else (1, 8)
+        results = {n: run_chunk(cfg, layer, params, chunk, "data" if n > 1 else "single", n, update)[:2]
+                   for n in counts}
+        diffs = {n: max(float(np.abs(results[n][0][k] - results[1][0][k]).max()) for k in params)
+                 for n in counts[1:]}
+        moved = max(float(np.abs(results[1][0][k] - np.asarray(params[k])).max()) for k in params)
+        label = "-".join([name] + [f"{k}={v}" for k, v in kw.items()] + [update])
+        out[label] = {"max_diff": max(diffs.values()), "moved": moved, "devices": list(counts),
+                      "loss_diff": max(abs(results[n][1] - results[1][1]) for n in counts[1:])}
     return out
 
 
@@ -145,20 +153,25 @@ def single_process_4(path, out):
 
 
 def vocab_sharded(path):
-    """One chunk with the tables' rows split over 2 and 8 devices vs the unsharded step, for
-    every registered variant whose lookups are rows (not whole tables)."""
+    """One chunk with the tables' rows split over 8 devices (and 2, for each strategy's first
+    variant) vs the unsharded step, for every registered variant whose lookups are rows (not
+    whole tables)."""
     out = {}
     corpus = encode_corpus(path, min_count=1)
+    seen = set()
     for name, kw in registered_variants():
         cfg = variant_config(path, name, kw)
         layer = build_layer(cfg, corpus.vocab.counts)
         if any(_whole_table_roles(layer)):
             continue
+        first = name not in seen
+        seen.add(name)
         chunk = next(iter(epoch_chunks(corpus, batch_spec(cfg, layer), 0))).arrays
         params = perturbed_params(layer, len(corpus.vocab))
         ref, _, _ = run_chunk(cfg, layer, params, chunk, "single", 1)
         diffs = {}
-        for n in (2, 8):  # 8: rows padded to a multiple of 8 where V is not one
+        # 8: rows padded to a multiple of 8 where V is not one; 2 for each strategy's first variant
+        for n in (2, 8) if first else (8,):
             got, _, state = run_chunk(cfg, layer, params, chunk, "vocab", n)
             per_device = {k: v.addressable_shards[0].data.shape[0] for k, v in state.params.items()}
             assert all(per_device[k] * n == -(-params[k].shape[0] // n) * n for k in per_device)
@@ -295,10 +308,12 @@ if __name__ == "__main__":
         path = sys.argv[2] if len(sys.argv) > 2 and os.path.exists(sys.argv[2]) else tiny_corpus(d)
         if check == "distributed":
             result = distributed(path, int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+        elif check == "one_step":
+            result = one_step(path, sys.argv[2])
         elif check == "single4":
             result = single_process_4(path, sys.argv[3])
         else:
-            result = {"one_step": one_step, "loss_curve": loss_curve, "hlo": hlo,
+            result = {"loss_curve": loss_curve, "hlo": hlo,
                       "vocab_sharded": vocab_sharded,
                       "vocab_sharded_training": vocab_sharded_training,
                       "workers": workers, "lowering": lowering}[check](path)

@@ -237,8 +237,8 @@ def test_gradients_match_finite_differences(name, kw):
         params = make_params(layer, jnp.float64)
         batch = make_batch(layer)
         key = jax.random.key(3)
-        f = lambda p: layer.loss(p, batch, key)[0]
-        grads = jax.grad(f)(params)
+        f = jax.jit(lambda p: layer.loss(p, batch, key)[0])  # jitted: 7 calls, one compilation
+        grads = jax.jit(jax.grad(f))(params)
         # CBOW's w_in backward pass is word2vec's update, not the gradient (base.cbow_mean;
         # tested against a transcription of word2vec.c in test_train): check the layer's own.
         checked = [k for k in params if k != "w_in" or not kw.get("cbow")]
@@ -339,8 +339,8 @@ def test_sampled_gradients_approach_full_softmax_direction():
               "w_out": jnp.asarray(w_out - w_out.mean(0), jnp.float32)}
     batch = {"input": jnp.array([3]), "output": jnp.array([7]), "mask": jnp.ones(1)}
 
-    def grad_v(layer, key):
-        return jax.grad(lambda p: layer.loss(p, batch, key)[0])(params)["w_in"][3]
+    def grad_v(layer, key):  # jitted: one compilation, not one per operation
+        return jax.jit(lambda k: jax.grad(lambda p: layer.loss(p, batch, k)[0])(params)["w_in"][3])(key)
 
     exact = grad_v(make_output_layer("full", counts), None)
     key = jax.random.key(1)
@@ -350,7 +350,8 @@ def test_sampled_gradients_approach_full_softmax_direction():
     keys = jax.random.split(jax.random.key(2), 300)
     for k in (5, 15):
         layer = make_output_layer("ns", counts, negative=k, negative_mode="pair")
-        mean_grad = jnp.mean(jax.vmap(lambda kk: grad_v(layer, kk))(keys), 0)
+        mean_grad = jnp.mean(jax.jit(jax.vmap(lambda kk: jax.grad(
+            lambda p: layer.loss(p, batch, kk)[0])(params)["w_in"][3]))(keys), 0)
         assert _cos(mean_grad, exact) > 0.9
 
 
@@ -422,7 +423,7 @@ def test_negative_modes_agree_in_expectation():
 
     def mean_grad(layer, batch):
         # Sum-of-losses gradients (the per-pair update), averaged over keys.
-        g = jax.vmap(lambda k: jax.grad(lambda p: layer.loss(p, batch, k)[1]["sum"])(params))(keys)
+        g = jax.jit(jax.vmap(lambda k: jax.grad(lambda p: layer.loss(p, batch, k)[1]["sum"])(params)))(keys)
         return {k: v.mean(0) for k, v in g.items()}, {k: v.std(0) / np.sqrt(len(keys)) for k, v in g.items()}
 
     ref, ref_se = mean_grad(make_output_layer("ns", COUNTS, negative=5, negative_mode="pair"), pairs)
