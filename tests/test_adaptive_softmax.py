@@ -2,6 +2,7 @@
 torch.nn.AdaptiveLogSoftmaxWithLoss's definition, and its properties: normalised, equal to the
 full softmax with one cluster, updates confined to the clusters a batch reaches."""
 
+import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +17,12 @@ from sgns_jax.engine.updates import make_update_rule
 V, D, B = 40, 12, 16
 COUNTS = np.sort(np.random.default_rng(0).integers(1, 500, V))[::-1].copy()
 SETTINGS = [((), 4.0), ((10,), 1.0), ((10,), 4.0), ((5, 20), 2.0), ((3, 9, 27), 2.0)]
+
+def jitted_train_step(state, batch, key, lr, **static):
+    """train_step compiled whole, as the runners run it (un-jitted, JAX dispatches and compiles
+    each operation on its own: many times slower)."""
+    return jax.jit(functools.partial(train_step, **static))(state, batch, key, lr)
+
 
 
 def params_for(layer, seed=0, dtype=np.float64):
@@ -113,7 +120,7 @@ def test_a_step_changes_only_the_clusters_its_targets_reach():
     batch = {"input": jnp.asarray([1, 2, 3, 3], jnp.int32), "output": jnp.asarray([0, 4, 7, 19], jnp.int32),
              "mask": jnp.ones(4)}
     rule = make_update_rule("sgd", "sparse")
-    new = train_step(init_state(params, rule), batch, jax.random.key(0), jnp.float32(0.1),
+    new = jitted_train_step(init_state(params, rule), batch, jax.random.key(0), jnp.float32(0.1),
                      layer=layer, rule=rule)[0].params
     for k in ("tail1_proj", "tail1_out"):
         np.testing.assert_array_equal(new[k], params[k])

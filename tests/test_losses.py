@@ -1,5 +1,6 @@
 """Every output layer against an independent reference."""
 
+import functools
 import heapq
 import itertools
 
@@ -18,6 +19,14 @@ from sgns_jax.engine.step import param_specs
 V, D, B = 40, 6, 12
 RNG = np.random.default_rng(0)
 COUNTS = np.sort(RNG.integers(1, 200, V))[::-1].copy()
+
+def jitted_train_step(state, batch, key, lr, **static):
+    """train_step compiled whole, as the runners run it (un-jitted, JAX dispatches and compiles
+    each operation on its own: many times slower)."""
+    from sgns_jax.engine.step import train_step
+
+    return jax.jit(functools.partial(train_step, **static))(state, batch, key, lr)
+
 
 
 def make_params(layer, dtype=jnp.float32, scale=0.5, seed=0):
@@ -462,7 +471,7 @@ def test_window_hs_equals_hs_over_the_same_pairs():
     np.testing.assert_allclose(np.asarray(losses_BxC)[rows_m], losses_P, rtol=1e-5)
     np.testing.assert_array_equal(weights_BxC, windows["mask"])
     rule = make_update_rule("sgd", "sparse")
-    stepped = [train_step(init_state(params, rule), batch, jax.random.key(0), jnp.float32(0.1),
+    stepped = [jitted_train_step(init_state(params, rule), batch, jax.random.key(0), jnp.float32(0.1),
                           layer=layer, rule=rule)[0].params
                for layer, batch in ((window_layer, windows), (pairs_layer, pairs))]
     for name in ("w_in", "w_out"):

@@ -1,5 +1,6 @@
 """Training engine: fused steps, update paths, determinism, checkpoints, CLI."""
 
+import functools
 import json
 import os
 import signal
@@ -24,6 +25,12 @@ from sgns_jax.train.loop import TrainingInterrupted, train
 from sgns_jax.engine.step import (chunk_steps, init_params, init_state, param_specs, train_step,
                                  uniform_rows)
 from sgns_jax.engine.updates import make_update_rule
+
+def jitted_train_step(state, batch, key, lr, **static):
+    """train_step compiled whole, as the runners run it (un-jitted, JAX dispatches and compiles
+    each operation on its own: many times slower)."""
+    return jax.jit(functools.partial(train_step, **static))(state, batch, key, lr)
+
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +98,7 @@ def test_lazy_sparse_step_equals_dense_step_from_fresh_state(corpus_file, optimi
     outs = {}
     for path in ("sparse", "dense"):
         rule = make_update_rule(optimizer, path)
-        outs[path], _, _ = train_step(init_state(params, rule), batch, key, jnp.float32(0.01),
+        outs[path], _, _ = jitted_train_step(init_state(params, rule), batch, key, jnp.float32(0.01),
                                       layer=layer, rule=rule)
     for k in ("w_in", "w_out"):
         np.testing.assert_allclose(outs["sparse"].params[k], outs["dense"].params[k], rtol=1e-5, atol=1e-7)
@@ -413,7 +420,7 @@ def test_chunk_equals_its_steps_and_reports_the_first_steps_loss(update):
     reported = []
     for i in range(t):
         batch = {k: jnp.asarray(arrays[k][i]) for k in ("input", "output", "mask")}
-        state, loss, count = train_step(state, batch, jax.random.fold_in(root, state.step),
+        state, loss, count = jitted_train_step(state, batch, jax.random.fold_in(root, state.step),
                                         schedule(arrays["words"][i]), layer=layer, rule=rule)
         reported.append((float(loss), float(count)))
     loss, count = reported[0]
@@ -482,7 +489,7 @@ def test_cbow_step_is_word2vecs_update(loss):
             c = centre[i]
             outputs.append([(tree.points[c, j], 1.0 - tree.codes[c, j])
                             for j in range(tree.lengths[c])])
-        state, _, _ = train_step(state, batch, key, jnp.float32(alpha), layer=layer,
+        state, _, _ = jitted_train_step(state, batch, key, jnp.float32(alpha), layer=layer,
                                  rule=rule)
     ref_in, ref_out = _word2vec_cbow_update(np.asarray(params["w_in"], np.float64),
                                             np.asarray(params["w_out"], np.float64),
@@ -602,7 +609,7 @@ def test_skipgram_hs_step_is_word2vecs_update():
     state = init_state({"w_in": jnp.asarray(syn0), "w_out": jnp.asarray(syn1)}, rule)
     batch = {"input": jnp.asarray([context], jnp.int32), "output": jnp.asarray([centre], jnp.int32),
              "mask": jnp.ones(1, jnp.float32)}
-    got = train_step(state, batch, jax.random.key(0), jnp.float32(alpha), layer=layer, rule=rule)[0].params
+    got = jitted_train_step(state, batch, jax.random.key(0), jnp.float32(alpha), layer=layer, rule=rule)[0].params
     neu1e = np.zeros(d)
     skipped = 0
     ref1 = syn1.astype(np.float64).copy()
