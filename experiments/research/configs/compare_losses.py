@@ -62,11 +62,9 @@ def get_config(quick: bool = False) -> dict:
             "heldout_pairs": 3000, "budget_seconds": 30.0, "calibration_seconds": 2.0,
             "eval_points": 2, "dim": 32, "seeds": [0], "learning_rates": [0.05], "epochs": 2,
         })
-        # BlackOut diverges at 0.05 (its −log(1 − p̃) term explodes for a heavily weighted
-        # sample); the full grid's sweep sees that and picks a lower rate.
-        # Adaptive softmax too: its projections and cluster logits sum every tail example's
-        # gradient in a step.
-        config["strategies"] = {**config["strategies"],
-                                "blackout": {**config["strategies"]["blackout"], "learning_rates": [0.025]},
-                                "adaptive": {**config["strategies"]["adaptive"], "learning_rates": [0.025]}}
+        # The strategies the test checks (the machinery, not the grid's findings: the full grids
+        # train every strategy); the CI's 15 minutes cannot hold all nine. (BlackOut and adaptive
+        # softmax, left out, diverge at this quick grid's one rate, 0.05: the full grid's sweep
+        # picks lower rates for them.)
+        config["strategies"] = {k: config["strategies"][k] for k in ("full", "hs", "ns5", "nce", "sampled")}
     return config
