@@ -105,11 +105,11 @@ def fewer_malloc_arenas(arenas: int = 2) -> None:
     if "MALLOC_ARENA_MAX" in os.environ:
         return
     import ctypes
-    import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-8, arenas)  # M_ARENA_MAX
+        # The process's own symbols, libc's among them: ctypes.util.find_library would start
+        # subprocesses (ldconfig, gcc), where a Ctrl-C at start-up was a traceback.
+        ctypes.CDLL(None).mallopt(-8, arenas)  # M_ARENA_MAX
     except (OSError, AttributeError):  # not glibc
         pass
 
