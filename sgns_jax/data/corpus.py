@@ -392,16 +392,15 @@ def _encode(files: list[Path], work: Path, lowercase: bool, min_count: int,
     remap = np.fromiter((get(w, -1) for w in words), dtype=np.int32, count=len(words))  # provisional → final id
     kept_total = int(counts[remap >= 0].sum())
 
-    # Read, not memory-mapped: a mapped file's pages stay resident as they are read, so the
-    # peak RSS would grow with the corpus (4 bytes a token: 542 MB at 100 M tokens).
-    prov = open(prov_path, "rb")
     kept_before = np.zeros(0, dtype=np.int64)  # kept tokens before each line end
     chunks = []
     pos = 0
     step = 1 << 20  # 1M tokens at a time: temporaries bounded (~20 MB) whatever the corpus size
     # Written with write(), not through a memory map: a full disk is then an OSError, where a
     # write into a mapped page kills the process with SIGBUS.
-    with open(work / "ids.npy", "wb") as ids:
+    # The provisional ids are read, not memory-mapped: a mapped file's pages stay resident as
+    # they are read, so the peak RSS would grow with the corpus (542 MB at 100 M tokens).
+    with open(prov_path, "rb") as prov, open(work / "ids.npy", "wb") as ids:
         np.lib.format.write_array_header_1_0(
             ids, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int32)),
                   "fortran_order": False, "shape": (kept_total,)})
@@ -414,7 +413,6 @@ def _encode(files: list[Path], work: Path, lowercase: bool, min_count: int,
             csum = np.concatenate([[0], np.cumsum(keep)])
             chunks.append(pos + csum[sel - start])
             pos += int(keep.sum())
-    prov.close()
     os.unlink(prov_path)
     kept_line_ends = np.concatenate(chunks) if chunks else kept_before
     line_ends = np.append(kept_line_ends, kept_total)
