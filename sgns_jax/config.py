@@ -48,6 +48,9 @@ class DataConfig:
     lowercase: bool = _f(False, "lowercase the text")
     window: int = _f(5, "maximum context distance; each centre draws its own 1..window")
     sample: float = _f(1e-3, "subsampling threshold t (0 disables)")
+    pipeline: str = _f("host", "where the batches are made: host (numpy, a thread) or device "
+                               "(the ids shipped, subsampling, windows and pairs on the device; "
+                               "parallelism single)", choices=("host", "device"))
     cache_dir: str | None = _f(None, "where encoded corpora are cached (default "
                                      "$SGNS_JAX_CACHE or ~/.cache/sgns_jax; '' disables)")
 
@@ -235,6 +238,7 @@ def validate(cfg: TrainConfig) -> None:
          f"max_final_vocab must be >= 1, got {d.max_final_vocab}"),
         (d.window >= 1, f"window must be >= 1, got {d.window}"),
         (d.sample >= 0, f"sample must be >= 0, got {d.sample}"),
+        (d.pipeline in ("host", "device"), f"pipeline must be host or device, got {d.pipeline!r}"),
         (m.dim >= 1, f"dim must be >= 1, got {m.dim}"),
         (m.init_scale > 0, f"init_scale must be > 0, got {m.init_scale}"),
         (o.optimizer in OPTIMIZERS, f"unknown optimizer {o.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"),
@@ -259,7 +263,9 @@ def validate(cfg: TrainConfig) -> None:
     check_options(cfg.loss, m.cbow)
     # Each parallelism mode's own constraints live with its runner (engine/runners.py).
     if r.parallelism is not None:
-        _runners().runner(r.parallelism).check(cfg)
+        mode = _runners().runner(r.parallelism)
+        mode.check(cfg)
+        mode.check_pipeline(cfg)
 
 
 def _runners():

@@ -18,10 +18,12 @@ from typing import Iterator, Literal, NamedTuple
 import numpy as np
 
 from sgns_jax.data.corpus import Corpus
+from sgns_jax.data.device_batches import epoch_token_blocks, zero_block
 from sgns_jax.data.pairs import check_window, context_windows, keep_probabilities, skipgram_pairs
 from sgns_jax.errors import ConfigError
 
 Layout = Literal["pairs", "windows"]
+Pipeline = Literal["host", "device"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class BatchSpec:
     # Small blocks keep the pipeline's temporaries small (docs/performance_notes.md).
     block_tokens: int = 1 << 17
     sentence_words: int = 1000  # word2vec's MAX_SENTENCE_LENGTH, in kept (subsampled) words
+    # "device": blocks of ids, the examples made on the device (data/device_batches.py).
+    pipeline: Pipeline = "host"
 
     def __post_init__(self) -> None:
         check_window(self.window)
@@ -49,11 +53,15 @@ class BatchSpec:
             raise ConfigError("batch_size, steps_per_chunk and sentence_words must be >= 1")
         if self.sample < 0:
             raise ConfigError(f"sample must be >= 0, got {self.sample}")
+        if self.pipeline not in ("host", "device"):
+            raise ConfigError(f"pipeline must be 'host' or 'device', got {self.pipeline!r}")
 
 
     def zero_chunk(self) -> dict[str, np.ndarray]:
         """A chunk's arrays filled with zeros: the shapes and dtypes every chunk has (for
         compiling the training call before the clock starts)."""
+        if self.pipeline == "device":
+            return zero_block(self.block_tokens)
         tb = (self.steps_per_chunk, self.batch_size)
         if self.layout == "pairs":
             arrays = {"input": np.zeros(tb, np.int32), "output": np.zeros(tb, np.int32),
@@ -72,12 +80,14 @@ class Chunk(NamedTuple):
     windows layout — ``centre`` int32 [T, B], ``context`` int32 [T, B, 2W], ``mask`` float32
     [T, B, 2W]. Both carry ``words`` float32 [T]: corpus words (in-vocabulary tokens, all epochs
     before this one included) read before each step, which drives the learning-rate schedule.
-    ``words_end``: words read after the chunk. ``examples``: unpadded rows in the chunk.
+    ``words_end``: words read after the chunk. ``examples``: unpadded rows in the chunk (None
+    for a block of the device pipeline, whose arrays are :func:`~sgns_jax.data.device_batches.
+    zero_block`'s: its examples are made and counted on the device).
     """
 
     arrays: dict[str, np.ndarray]
     words_end: int
-    examples: int
+    examples: int | None
 
 
 def _blocks(corpus: Corpus, block_tokens: int) -> Iterator[tuple[int, int]]:
@@ -166,7 +176,12 @@ def strided_steps(rows: np.ndarray, steps: int) -> np.ndarray:
 
 
 def epoch_chunks(corpus: Corpus, spec: BatchSpec, epoch: int) -> Iterator[Chunk]:
-    """Fixed-shape chunks of one epoch; the last one padded with zero masks."""
+    """Fixed-shape chunks of one epoch; the last one padded with zero masks. For the device
+    pipeline, one block of ids per chunk."""
+    if spec.pipeline == "device":
+        for arrays, words_end in epoch_token_blocks(corpus, spec.block_tokens, epoch):
+            yield Chunk(arrays, words_end, None)
+        return
     rows = spec.steps_per_chunk * spec.batch_size
     n_words = len(corpus)
     base = epoch * n_words

@@ -46,14 +46,14 @@ def _chunk_and_inputs(cfg, counts: np.ndarray):
     """The runner ``cfg`` describes and zero inputs of its chunk's shapes."""
     from sgns_jax.engine import runners
     from sgns_jax.engine.step import init_params, init_state
-    from sgns_jax.train.build import batch_spec, build_layer, make_schedule
+    from sgns_jax.train.build import batch_spec, build_layer, chunk_consts, make_schedule
 
     layer = build_layer(cfg, counts)
     mode = runners.runner(cfg.run.parallelism)
     rule = mode.update_rule(cfg)
     spec = batch_spec(cfg, layer)
     runner = mode.build(cfg, layer, rule, make_schedule(cfg, 10**6), spec, cfg.run.devices or 1,
-                        jax.random.key_data(jax.random.key(0)))
+                        chunk_consts(spec, counts, jax.random.key_data(jax.random.key(0))))
     state = runner.place(init_state(init_params(layer, len(counts), cfg.model.dim,
                                                 jax.random.key(0)), rule))
     arrays = runner.place_arrays(spec.zero_chunk())

@@ -31,6 +31,7 @@ from sgns_jax.losses.base import OutputLayer
 from sgns_jax.engine.mesh import (DATA_AXIS, check_batch_divisible, data_mesh, fetch,
                                      pad_rows, replicate, shard_chunk, shard_rows)
 from sgns_jax.engine.step import TrainState, chunk_steps
+from sgns_jax.data.device_batches import device_chunk_steps
 from sgns_jax.engine.updates import VocabShardedSGD, make_update_rule
 from sgns_jax.engine.workers import WorkerStreams
 
@@ -71,9 +72,18 @@ class Runner:
     cpu_only: ClassVar[bool] = False  # runs on CPU devices on any host (the batch follows the CPU)
     chunks_per_call = 1
 
+    pipelines: ClassVar[tuple[str, ...]] = ("host",)  # where this mode's batches can be made
+
     @classmethod
     def check(cls, cfg) -> None:
         """Raise ``ConfigError`` for settings this mode cannot honour."""
+
+    @classmethod
+    def check_pipeline(cls, cfg) -> None:
+        if cfg.data.pipeline not in cls.pipelines:
+            raise ConfigError(f"parallelism {cls.name!r} takes batches made on the "
+                              f"{' or '.join(cls.pipelines)}, not --pipeline {cfg.data.pipeline}; "
+                              "the device pipeline runs with parallelism single")
 
     @classmethod
     def update_rule(cls, cfg):
@@ -109,6 +119,7 @@ class SingleDevice(Runner):
     """The chunk jitted on the default device, its state donated."""
 
     name, help = "single", "one stream on one device"
+    pipelines = ("host", "device")
 
     @classmethod
     def check(cls, cfg) -> None:
@@ -122,9 +133,16 @@ class SingleDevice(Runner):
 
     @classmethod
     def build(cls, cfg, layer, rule, schedule, spec, devices, root_key_data):
-        return cls(jax.jit(chunk_steps(layer, rule, schedule), donate_argnums=(0,)), root_key_data)
+        """``root_key_data``: the run's root key data, or for the device pipeline its constants
+        (``device_batches.device_consts``)."""
+        if spec.pipeline == "device":
+            chunk = device_chunk_steps(layer, rule, schedule, batch_size=spec.batch_size,
+                                       window=spec.window, sentence_words=spec.sentence_words)
+        else:
+            chunk = chunk_steps(layer, rule, schedule)
+        return cls(jax.jit(chunk, donate_argnums=(0,)), root_key_data)
 
-    def __init__(self, chunk_fn: Callable, root_key_data: jax.Array):
+    def __init__(self, chunk_fn: Callable, root_key_data: Any):
         self.chunk_fn, self.root_key = chunk_fn, root_key_data
 
     def place(self, state: TrainState) -> TrainState:
@@ -150,6 +168,7 @@ class ShardMapped(SingleDevice):
     """
 
     split: ClassVar[str] = "batch"
+    pipelines = ("host",)  # a mesh would need each device to make its share of the block
 
     @classmethod
     def over(cls, split: str, name: str, help: str) -> type["ShardMapped"]:
@@ -339,6 +358,8 @@ def choose(cfg, backend: str, cores: int, device_count: int, process_count: int,
     r = cfg.run
     if r.parallelism is not None:
         return r.parallelism, r.devices
+    if cfg.data.pipeline == "device":  # made on one device: the one mode that takes them
+        return "single", 1
     if process_count > 1 or (backend != "cpu" and device_count > 1):
         return "data", r.devices
     workers = min(cores, MAX_DEFAULT_STREAMS) if r.devices is None else r.devices

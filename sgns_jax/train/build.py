@@ -19,6 +19,7 @@ import optax
 
 from sgns_jax.data.batches import BatchSpec
 from sgns_jax.data.corpus import Corpus, default_cache_dir, encode_corpus
+from sgns_jax.data.device_batches import device_consts
 from sgns_jax import losses
 from sgns_jax.errors import ConfigError, SgnsError
 from sgns_jax.losses import OutputLayer, ParamSpec
@@ -51,7 +52,16 @@ def batch_spec(cfg: TrainConfig, layer: OutputLayer) -> BatchSpec:
     batch_size = cfg.optim.batch_size or default_batch_size(cfg, backend)
     return BatchSpec(layout=layer.layout, batch_size=batch_size,
                      steps_per_chunk=default_steps_per_chunk(cfg, batch_size),
-                     window=cfg.data.window, sample=cfg.data.sample, seed=cfg.run.seed)
+                     window=cfg.data.window, sample=cfg.data.sample, seed=cfg.run.seed,
+                     pipeline=cfg.data.pipeline)
+
+
+def chunk_consts(spec: BatchSpec, counts: np.ndarray, root_key_data: jax.Array) -> Any:
+    """The chunk function's constant input: the root key's data, or for batches made on the
+    device also their key and the keep probabilities (``device_batches.device_consts``)."""
+    if spec.pipeline == "device":
+        return device_consts(root_key_data, spec.seed, counts, spec.sample)
+    return root_key_data
 
 
 def make_schedule(cfg: TrainConfig, total_words: int) -> optax.Schedule:
@@ -134,7 +144,8 @@ def build_run(cfg: TrainConfig, corpus: Corpus | None = None) -> Run:
     mode = runners.runner(cfg.run.parallelism)
     rule = mode.update_rule(cfg)
     init_key, root_key = jax.random.split(jax.random.key(cfg.run.seed))
-    runner = mode.build(cfg, layer, rule, schedule, spec, cfg.run.devices, jax.random.key_data(root_key))
+    runner = mode.build(cfg, layer, rule, schedule, spec, cfg.run.devices,
+                        chunk_consts(spec, corpus.vocab.counts, jax.random.key_data(root_key)))
     memory = estimate_memory(specs, len(corpus), copies=mode.table_copies(cfg.run.devices),
                              optimizer=cfg.optim.optimizer, dense_update=cfg.optim.update == "dense",
                              batch_bytes=batch_bytes(spec, runner.chunks_per_call),

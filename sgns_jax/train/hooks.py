@@ -47,8 +47,7 @@ class _Pending:
 
     loss_sum: Any
     count: Any
-    first_step: int
-    last_step: int
+    steps: str          # "steps 96–127", or "block 3" (device pipeline: steps counted there)
     epoch: int
 
 
@@ -167,9 +166,11 @@ class Hooks:
         index, last = group[-1]
         first_step = self.steps
         self.steps += run.spec.steps_per_chunk * len(group)
+        where = (f"block {index}" if run.spec.pipeline == "device"
+                 else f"steps {first_step}–{self.steps - 1}")
         p.chunk, p.words = index + 1, last.words_end
-        p.examples += sum(c.examples for _, c in group)
-        previous, self.pending = self.pending, _Pending(loss_sum, count, first_step, self.steps - 1, epoch)
+        p.examples += sum(c.examples or 0 for _, c in group)
+        previous, self.pending = self.pending, _Pending(loss_sum, count, where, epoch)
         self._settle(previous)  # one chunk late: the device is already busy with this one
         seconds = self.clock.seconds
         if self.callback is not None:
@@ -183,12 +184,18 @@ class Hooks:
             self._settle_all()
             saved = self.checkpointer.save(run.state, p)
             raise TrainingInterrupted(
-                f"interrupted at step {self.steps}; " +
+                f"interrupted at step {self.step_now()}; " +
                 (f"checkpoint saved to {saved} (continue with --resume)" if saved
                  else "no --checkpoint-dir, nothing saved"))
         if self.checkpointer.due():
             self._settle_all()
             self.checkpointer.save(run.state, p)
+
+    def step_now(self) -> int:
+        """Steps so far (read from the state where the device chose the step counts)."""
+        if self.run.spec.pipeline == "device":
+            return int(fetch(self.run.state.step))
+        return self.steps
 
     def _settle_all(self) -> None:
         self._settle(self.pending)
@@ -200,7 +207,7 @@ class Hooks:
         loss_sum, count = float(fetch(pending.loss_sum)), float(fetch(pending.count))
         if not math.isfinite(loss_sum):
             raise TrainingDiverged(
-                f"loss became {loss_sum} in steps {pending.first_step}–{pending.last_step} "
+                f"loss became {loss_sum} in {pending.steps} "
                 f"(epoch {pending.epoch + 1}); last good checkpoint: {self.checkpointer.last_path or 'none'}")
         p = self.run.progress
         p.loss_sum += loss_sum
@@ -231,7 +238,7 @@ class Hooks:
                      f"{p.words:,} words, {seconds:.1f} s")
         if self.metrics is not None:
             line = json.dumps({"epoch": epoch + 1, "loss": self.epoch_losses[-1], "words": p.words,
-                               "seconds": seconds, "step": self.steps}) + "\n"
+                               "seconds": seconds, "step": self.step_now()}) + "\n"
             try:
                 self.metrics.write(line)
                 self.metrics.flush()

@@ -45,7 +45,8 @@ class TrainResult:
     words: int                # in-vocabulary words read over all epochs
     mean_loss: float          # over each chunk's first step (see step.chunk_steps)
     epoch_words: int = 0      # in-vocabulary words per epoch
-    examples: int = 0         # unmasked examples trained on (pairs, or centres for windows)
+    examples: int | None = 0  # unmasked examples trained on (pairs, or centres for windows);
+                              # None when the device made them (--pipeline device)
     epoch_losses: list[float] = field(default_factory=list)
     compile_seconds: float = 0.0  # compiling the training call, before the clock started
     resumed_words: int = 0        # words read before this call (from a checkpoint)
@@ -172,6 +173,8 @@ def finish(run: Run, hooks: Hooks, started: float) -> TrainResult:
                          run.cfg, hooks.clock.seconds, 0.0, run.corpus.raw_tokens, p.words,
                          hooks.mean_loss, len(run.corpus), p.examples, hooks.epoch_losses,
                          run.compile_seconds, run.resumed_words)
+    if run.spec.pipeline == "device":
+        result.examples = None  # made and counted on the device
     streams = getattr(run.runner, "streams", None)
     if streams is not None and streams.rounds:
         result.merge_seconds_per_round = streams.merge_seconds / streams.rounds
