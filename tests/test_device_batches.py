@@ -306,3 +306,19 @@ def test_device_batches_lower_for_gpu_and_tpu(name, kw):
     module = inspect_module(export_chunk(cfg, counts))
     assert not module.custom_calls and not module.dynamic_shapes, module
     assert set(module.donated_params) == set(module.params)
+
+
+def test_a_checkpoint_from_before_the_pipeline_setting_resumes_on_the_host_pipeline(tmp_path):
+    """Checkpoints written before ``data.pipeline`` existed made their batches on the host: they
+    resume with the host pipeline and are refused, naming the setting, with the device's."""
+    from sgns_jax.errors import CheckpointError
+    from sgns_jax.train.checkpoint import check_resumable
+
+    corpus = {"vocab_sha256": "x", "vocab_words": 1, "tokens": 1}
+    config = TrainConfig().to_dict()
+    old = {section: dict(fields) for section, fields in config.items()}
+    del old["data"]["pipeline"]
+    check_resumable(tmp_path, {"config": old, "corpus": corpus}, {"config": config, "corpus": corpus})
+    device = TrainConfig().replace(data={"pipeline": "device"}).to_dict()
+    with pytest.raises(CheckpointError, match="data.pipeline 'host' \\(this run: 'device'\\)"):
+        check_resumable(tmp_path, {"config": old, "corpus": corpus}, {"config": device, "corpus": corpus})

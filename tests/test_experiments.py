@@ -128,7 +128,9 @@ def test_the_device_check_runs_in_its_cpu_mode(tmp_path):
     assert all(x["status"] == "ok" for x in cells), [x.get("error") for x in cells]
     assert {x["cell"] for x in cells} >= {"pair V=500 1 dev float32", "full V=500 2 dev bfloat16"}
     assert all(x["xla_flops_per_example"] > 0 and x["words_per_s"] > 0 for x in cells)
-    assert sections["quality"][0]["status"] == "ok" and 0 <= sections["quality"][0]["analogy"] <= 1
+    assert [x["pipeline"] for x in sections["quality"]] == ["host", "device"]
+    assert all(x["status"] == "ok" and 0 <= x["analogy"] <= 1 and x["words_per_s"] > 0
+               for x in sections["quality"]), sections["quality"]
     assert "| throughput |" not in (out / "device_check.md").read_text()  # sections are headings
     assert "## throughput" in (out / "device_check.md").read_text()
 

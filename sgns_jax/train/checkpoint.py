@@ -135,14 +135,24 @@ def load_checkpoint(directory: str | Path, template: TrainState,
                               "to start afresh, or put back a good copy") from None
 
 
+# (section, key) → the behaviour of runs before the key existed.
+FIELDS_ADDED_SINCE_CHECKPOINTS_BEGAN = {("data", "pipeline"): "host"}
+
+
 def check_resumable(path: Path, meta: dict, expect: dict) -> None:
     """Refuse to resume a checkpoint of other settings or of another corpus."""
     saved = meta["config"]
     now = json.loads(json.dumps(expect["config"]))  # as saved: tuples become lists
-    changed = [f"{section}.{key} {saved.get(section, {}).get(key)!r} (this run: {value!r})"
+    # A setting added since the checkpoint was written: its default is what that run did.
+    defaults = FIELDS_ADDED_SINCE_CHECKPOINTS_BEGAN
+
+    def was(section: str, key: str):
+        fields = saved.get(section, {})
+        return fields[key] if key in fields else defaults.get((section, key))
+
+    changed = [f"{section}.{key} {was(section, key)!r} (this run: {value!r})"
                for section, fields in now.items() for key, value in fields.items()
-               if key not in MAY_CHANGE_ON_RESUME.get(section, ())
-               and saved.get(section, {}).get(key) != value]
+               if key not in MAY_CHANGE_ON_RESUME.get(section, ()) and was(section, key) != value]
     if changed:
         raise CheckpointError(f"checkpoint {path} was written with other settings: "
                               f"{', '.join(changed)}; resume with the checkpoint's settings, or "
