@@ -51,6 +51,24 @@ def variant_config(path, name, kw, **sections):
     return config(path, loss=loss, model={"dim": 8, "cbow": kw.get("cbow", False)}, **sections)
 
 
+# Options that size a layer's leaves and blocks, not how a step's batch and noise split over
+# devices: a variant differing from its strategy's first only in these takes the same data-
+# parallel path (one device covers it: test_train's sparse = dense, test_lowering per variant).
+SHAPE_OPTIONS = {"cutoffs", "softmax_block", "div_value"}
+# Strategies whose dense step the multi-device checks run: row-indexed leaves (ns, hs), whole
+# leaves (full) and a mix (adaptive). A dense step is the one-device gradient all-reduced,
+# whatever the loss.
+DENSE_STRATEGIES = ("ns", "hs", "full", "adaptive")
+
+
+def variants():
+    """(name, kw, first) for every registered variant; ``first``: its strategy's first."""
+    seen = set()
+    for name, kw in registered_variants():
+        yield name, kw, name not in seen
+        seen.add(name)
+
+
 def run_chunk(cfg, layer, params, chunk, parallelism, devices, update="sparse"):
     """One chunk through the runner train() would build; (host params, reported loss)."""
     corpus_words = 10**4
@@ -75,25 +93,26 @@ def perturbed_params(layer, vocab_size):
 
 def one_step(path, update):
     """One chunk (2 SGD steps) of registered loss variants on 1 device and on 8 (the most a
-    batch of 64 splits into, 8 examples each) and, for each strategy's first variant, on 2 (the
-    fewest shards); max |difference| to the 1-device run. ``sparse``: every variant, since each
-    gathers and scatters its own rows. ``dense``: each strategy's first variant — a dense step is
-    the 1-device gradient averaged over the devices whatever the variant, and the variants'
-    dense and sparse steps are equal on one device (test_train.py)."""
+    batch of 64 splits into, 8 examples each) and, sparse, for each strategy's first variant on
+    2 (the fewest shards); max |difference| to the 1-device run. ``sparse``: every variant but
+    those differing from their strategy's first only in ``SHAPE_OPTIONS`` — each gathers and
+    scatters its own rows and draws its own noise. ``dense``: the first variant of
+    ``DENSE_STRATEGIES`` — a dense step is the 1-device gradient averaged over the devices
+    whatever the variant, and the variants' dense and sparse steps are equal on one device
+    (test_train.py)."""
     out = {}
     corpus = encode_corpus(path, min_count=1)
-    seen = set()
-    for name, kw in registered_variants():
-        first = name not in seen
-        seen.add(name)
-        if update == "dense" and not first:
+    for name, kw, first in variants():
+        if update == "dense" and not (first and name in DENSE_STRATEGIES):
+            continue
+        if not first and set(kw) <= SHAPE_OPTIONS:
             continue
         cfg = variant_config(path, name, kw, optim={"update": update, "batch_size": 64,
                                                     "steps_per_chunk": 2})
         layer = build_layer(cfg, corpus.vocab.counts)
         chunk = next(iter(epoch_chunks(corpus, batch_spec(cfg, layer), 0))).arrays
         params = perturbed_params(layer, len(corpus.vocab))
-        counts = (1, 2, 8) if first else (1, 8)
+        counts = (1, 2, 8) if first and update == "sparse" else (1, 8)
         results = {n: run_chunk(cfg, layer, params, chunk, "data" if n > 1 else "single", n, update)[:2]
                    for n in counts}
         diffs = {n: max(float(np.abs(results[n][0][k] - results[1][0][k]).max()) for k in params)
@@ -158,14 +177,11 @@ def vocab_sharded(path):
     whole tables)."""
     out = {}
     corpus = encode_corpus(path, min_count=1)
-    seen = set()
-    for name, kw in registered_variants():
+    for name, kw, first in variants():
         cfg = variant_config(path, name, kw)
         layer = build_layer(cfg, corpus.vocab.counts)
         if any(_whole_table_roles(layer)):
             continue
-        first = name not in seen
-        seen.add(name)
         chunk = next(iter(epoch_chunks(corpus, batch_spec(cfg, layer), 0))).arrays
         params = perturbed_params(layer, len(corpus.vocab))
         ref, _, _ = run_chunk(cfg, layer, params, chunk, "single", 1)
@@ -280,18 +296,22 @@ def workers(path):
 
 
 def lowering(path):
-    """Every registered variant's chunk, data-parallel over 2 devices (sparse SGD, lazy adam,
-    dense SGD) and vocabulary-sharded where its layer reads rows, lowered for GPU and TPU."""
+    """Every registered variant's chunk data-parallel over 2 devices (sparse SGD) and, for each
+    strategy's first variant, also with lazy adam, dense SGD and vocabulary-sharded where its
+    layer reads rows, lowered for GPU and TPU (the update rule and the sharding are the
+    variant's strategy's, whatever its options)."""
     from sgns_jax.engine.lowering import export_chunk, inspect_module
 
     counts = np.arange(300, 0, -1) * 10
     out = {}
-    for name, kw in registered_variants():
+    for name, kw, first in variants():
         cfg = variant_config(path, name, kw, optim={"batch_size": 8, "steps_per_chunk": 4})
         layer = build_layer(cfg, counts)
-        modes = [("data", {}), ("data", {"optimizer": "adam"}), ("data", {"update": "dense"})]
-        if not any(_whole_table_roles(layer)):
-            modes.append(("vocab", {}))
+        modes = [("data", {})]
+        if first:
+            modes += [("data", {"optimizer": "adam"}), ("data", {"update": "dense"})]
+            if not any(_whole_table_roles(layer)):
+                modes.append(("vocab", {}))
         for mode, optim in modes:
             c = cfg.replace(run={"parallelism": mode, "devices": 2}, optim=optim)
             m = inspect_module(export_chunk(c, counts))

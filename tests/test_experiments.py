@@ -60,14 +60,14 @@ def test_compare_losses_along_the_vocabulary_axis_quick(tmp_path):
                         "--config", str(config), "--out", str(out)], capture_output=True, text=True,
                        timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "[0/16 cells]" in r.stdout  # progress
+    assert "[0/12 cells]" in r.stdout  # progress
     records = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
     finals = [x for x in records if x["kind"] == "final"]
     assert {(x["vocab"], x["budget"]) for x in finals} == {
         (v, b) for v in ("top300", "top1200") for b in ("words", "time")}
     assert all(x["commit"] and x["commit"] != "unknown" for x in finals)
     words = [x for x in finals if x["budget"] == "words"]
-    assert all(60_000 <= x["words"] < 70_000 or x["capped"] for x in words)  # equal words
+    assert all(40_000 <= x["words"] < 50_000 or x["capped"] for x in words)  # equal words
     # The cost column is XLA's count for the compiled step: the full softmax's flops per pair
     # grow with V (300 → 1,200 → 2,400 words) as V does.
     full = sorted((x["vocab_size"], x["flops_per_pair"]) for x in records
@@ -93,15 +93,17 @@ def test_reports_name_the_corpus_relative_to_the_repository():
 
 def test_gpu_benchmark_runs_in_cpu_mode(tmp_path):
     out = tmp_path / "gpu.json"
+    # The device check's test runs bench_gpu's pair, hs and full cells; these are the others.
     r = subprocess.run([sys.executable, str(ROOT / "experiments" / "perf" / "bench_gpu.py"), "--tiny",
-                        "--matmul-dtype", "bfloat16", "--out", str(out)],
+                        "--strategies", "window,batch,adaptive", "--matmul-dtype", "bfloat16",
+                        "--out", str(out)],
                        capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["machine"]["bandwidth_bytes_per_s"] > 0 and data["machine"]["matmul_flops_per_s"] > 0
     rows = data["rows"]
     assert {(x["strategy"], x["devices"]) for x in rows} == {
-        (s, d) for s in ("pair", "window", "batch", "hs", "full", "adaptive") for d in (1, 2)}
+        (s, d) for s in ("window", "batch", "adaptive") for d in (1, 2)}
     for x in rows:
         # (Pairs per corpus word can be below 1: a 500-word vocabulary is mostly subsampled.)
         assert x["vocab"] == 500 and x["words_per_s"] > 0 and x["pairs_per_s"] > 0

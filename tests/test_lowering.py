@@ -92,7 +92,10 @@ def test_data_and_vocabulary_sharded_chunks_lower_on_a_mesh():
     from test_parallel import run_check
 
     results = run_check("lowering", devices=2)
-    assert len(results) >= 2 * len(VARIANTS)  # every variant data-parallel, and sharded where it can
+    strategies = {name for name, _ in VARIANTS}
+    # every variant data-parallel; each strategy's first also with adam, dense and sharded
+    assert len(results) >= len(VARIANTS) + 2 * len(strategies)
+    assert {label.rsplit("-", 1)[-1] for label in results} >= {"data", "adam", "dense", "vocab"}
     for label, r in results.items():
         assert not r["custom_calls"] and not r["dynamic_shapes"], label
         assert r["devices"] == 2 and r["donated"] == r["params"], label

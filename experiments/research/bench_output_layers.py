@@ -207,8 +207,8 @@ def main(argv=None) -> None:
     cfg = settings(args.quick)
     seeds = [int(s) for s in args.seeds.split(",")]
     vocabs = {"top1k": {"min_count": 3, "max_vocab": 1000}} if args.quick else VOCABS
-    budget = 3.0 if args.quick else args.budget_seconds
-    cutoff_words = 20_000 if args.quick else args.cutoff_words
+    budget = 1.0 if args.quick else args.budget_seconds
+    cutoff_words = 8_000 if args.quick else args.cutoff_words
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
     rows = []
