@@ -156,13 +156,38 @@ def hlo(path):
     return out
 
 
-def distributed(path, process_id, port, out):
-    """One of two processes (2 CPU devices each) of a jax.distributed run."""
-    cfg = config(path, run={"epochs": 2, "quiet": True, "coordinator": f"127.0.0.1:{port}",
-                            "num_processes": 2, "process_id": process_id, "out": out,
-                            "parallelism": None})  # the default: data parallel over every process
-    r = train(cfg)
-    return {"devices": jax.device_count(), "processes": jax.process_count(), "loss": r.mean_loss}
+def distributed(path, process_id, port, out, checkpoint_dir=None):
+    """One of two processes (2 CPU devices each) of a jax.distributed run. With a checkpoint
+    directory: process 1 alone gets a SIGINT after its third chunk; both processes must stop
+    there, process 0 writes the checkpoint, and both then resume it to the end."""
+    def cfg(**run):
+        return config(path, run={"epochs": 2, "quiet": True, "coordinator": f"127.0.0.1:{port}",
+                                 "num_processes": 2, "process_id": process_id, "out": out,
+                                 "parallelism": None, **run})  # the default: data parallel
+    if checkpoint_dir is None:
+        r = train(cfg())
+        return {"devices": jax.device_count(), "processes": jax.process_count(), "loss": r.mean_loss}
+    import signal
+
+    from sgns_jax.train.loop import TrainingInterrupted
+
+    chunks = [0]
+
+    def interrupt(event):
+        chunks[0] += 1
+        if process_id == 1 and chunks[0] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    try:
+        train(cfg(checkpoint_dir=checkpoint_dir, out=None), callback=interrupt)
+        interrupted = None
+    except TrainingInterrupted as e:
+        interrupted = chunks[0]
+        message = str(e)
+    r = train(cfg(checkpoint_dir=checkpoint_dir, resume=True))
+    return {"devices": jax.device_count(), "processes": jax.process_count(), "loss": r.mean_loss,
+            "interrupted_after_chunks": interrupted, "message": message if interrupted else None,
+            "resumed_words": r.resumed_words, "words": r.words}
 
 
 def single_process_4(path, out):
@@ -203,9 +228,35 @@ def vocab_sharded_training(path):
     loss = {"name": "ns", "negative_mode": "pair"}
     a = train(config(path, loss=loss, run={"epochs": 2, "quiet": True, "parallelism": "single"}))
     b = train(config(path, loss=loss, run={"epochs": 2, "quiet": True, "parallelism": "vocab", "devices": 4}))
-    return {"max_diff": max(float(np.abs(a.params[k] - b.params[k]).max()) for k in a.params),
-            "shapes_equal": all(a.params[k].shape == b.params[k].shape for k in a.params),
-            "losses": [a.epoch_losses, b.epoch_losses]}
+    out = {"max_diff": max(float(np.abs(a.params[k] - b.params[k]).max()) for k in a.params),
+           "shapes_equal": all(a.params[k].shape == b.params[k].shape for k in a.params),
+           "losses": [a.epoch_losses, b.epoch_losses]}
+    # Interrupted after its third chunk (SIGINT from the callback), checkpointed (the sharded
+    # tables gathered to the host, their padding rows dropped), resumed: the same tables.
+    import signal
+
+    from sgns_jax.train.loop import TrainingInterrupted
+
+    chunks = [0]
+
+    def interrupt(event):
+        chunks[0] += 1
+        if chunks[0] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with tempfile.TemporaryDirectory() as ckpt:
+        def cfg(**run):
+            return config(path, loss=loss, run={"epochs": 2, "quiet": True, "parallelism": "vocab",
+                                                "devices": 4, "checkpoint_dir": ckpt, **run})
+        try:
+            train(cfg(), callback=interrupt)
+            out["interrupted"] = False
+        except TrainingInterrupted:
+            out["interrupted"] = True
+        resumed = train(cfg(resume=True))
+    out["resume_diff"] = max(float(np.abs(resumed.params[k] - b.params[k]).max()) for k in b.params)
+    out["resumed_words"] = resumed.resumed_words
+    return out
 
 
 def workers(path):
@@ -327,7 +378,7 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as d:
         path = sys.argv[2] if len(sys.argv) > 2 and os.path.exists(sys.argv[2]) else tiny_corpus(d)
         if check == "distributed":
-            result = distributed(path, int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+            result = distributed(path, int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], *sys.argv[6:7])
         elif check == "one_step":
             result = one_step(path, sys.argv[2])
         elif check == "single4":

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parent.parent
+# The experiments' runs are long enough to want XLA's optimised code (conftest.py turns the
+# optimisations off for the tests' tiny runs).
+ENV = {**os.environ, "JAX_DISABLE_MOST_OPTIMIZATIONS": "0"}
 pytestmark = pytest.mark.slow  # whole experiment runs
 
 
@@ -16,7 +20,7 @@ def test_compare_losses_quick_writes_a_complete_report(tmp_path):
     out = tmp_path / "cl"
     r = subprocess.run([sys.executable, str(ROOT / "experiments" / "research" / "compare_losses.py"), "--quick",
                         "--out", str(out)], capture_output=True, text=True, timeout=600,
-                       cwd=ROOT)
+                       cwd=ROOT, env=ENV)
     assert r.returncode == 0, r.stderr[-3000:]
     import runpy
 
@@ -48,7 +52,7 @@ def test_compare_losses_quick_writes_a_complete_report(tmp_path):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # A rerun skips the finished cells.
     r2 = subprocess.run([sys.executable, str(ROOT / "experiments" / "research" / "compare_losses.py"), "--quick",
-                         "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+                         "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
     assert r2.returncode == 0 and "heldout" not in r2.stdout.replace("report", "")
     assert len((out / "results.jsonl").read_text().splitlines()) == len(records)
 
@@ -58,7 +62,7 @@ def test_compare_losses_along_the_vocabulary_axis_quick(tmp_path):
     config = ROOT / "experiments" / "research" / "configs" / "compare_losses_vocab.py"
     r = subprocess.run([sys.executable, str(ROOT / "experiments" / "research" / "compare_losses.py"), "--quick",
                         "--config", str(config), "--out", str(out)], capture_output=True, text=True,
-                       timeout=600, cwd=ROOT)
+                       timeout=600, cwd=ROOT, env=ENV)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "[0/12 cells]" in r.stdout  # progress
     records = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
@@ -97,7 +101,7 @@ def test_gpu_benchmark_runs_in_cpu_mode(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "experiments" / "perf" / "bench_gpu.py"), "--tiny",
                         "--strategies", "window,batch,adaptive", "--matmul-dtype", "bfloat16",
                         "--out", str(out)],
-                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+                       capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["machine"]["bandwidth_bytes_per_s"] > 0 and data["machine"]["matmul_flops_per_s"] > 0
@@ -113,12 +117,10 @@ def test_gpu_benchmark_runs_in_cpu_mode(tmp_path):
 
 
 def test_the_device_check_runs_in_its_cpu_mode(tmp_path):
-    import os
-
     out = tmp_path / "dc"
     r = subprocess.run([str(ROOT / "experiments" / "device_check.sh"), "--tiny", "--out-dir", str(out)],
                        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                       env={**os.environ, "PYTHON": sys.executable})
+                       env={**ENV, "PYTHON": sys.executable})
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads((out / "device_check.json").read_text())
     assert result["device"]["platform"] == "cpu" and result["device"]["jax"]
@@ -172,7 +174,7 @@ def test_memory_does_not_grow_from_epoch_to_epoch(tmp_path):
     corpus = ROOT / "sgns_jax" / "resources" / "wiki.txt.gz"
     r = subprocess.run([sys.executable, str(ROOT / "experiments" / "perf" / "bench_memory.py"), "--corpus", str(corpus),
                         "--epochs", "4", "--sides", "sgns_jax", "--dim", "50", "--out", str(out)],
-                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+                       capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
     assert r.returncode == 0, r.stderr[-3000:]
     phases = {p["phase"]: p["peak_mb"] for p in json.loads(out.read_text())["runs"][0]["phases"]}
     assert {"import", "corpus scan", "setup", "epoch 1", "epoch 4", "write"} <= set(phases)
@@ -187,7 +189,7 @@ def test_large_vocab_parallel_comparison_runs_every_way(tmp_path):
     out = tmp_path / "ab.json"
     r = subprocess.run([sys.executable, str(ROOT / "experiments" / "perf" / "ab_large_vocab_parallel.py"),
                         "--vocab", "2000", "--tokens", "200000", "--dim", "16", "--chunks", "4",
-                        "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+                        "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
     assert [x["way"] for x in rows] == ["single", "workers", "vocab", "columns"]
@@ -198,7 +200,7 @@ def test_output_layer_benchmark_runs_in_quick_mode(tmp_path):
     out = tmp_path / "layers.json"
     r = subprocess.run([sys.executable, str(ROOT / "experiments" / "research" / "bench_output_layers.py"), "--quick",
                         "--parts", "step,speed,epochs,cutoffs", "--seeds", "0", "--out", str(out)],
-                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+                       capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
     by_part = {}

@@ -513,7 +513,9 @@ def test_repeated_ctrl_c_always_exits_130_with_a_loadable_checkpoint(tmp_path):
     divergence), one line, and a checkpoint left behind resumes. Two runs at a time."""
     from sgns_jax.evaluation.benchmarks import bundled
 
-    env = {**os.environ, "SGNS_JAX_CACHE": str(tmp_path / "cache")}
+    # Optimised code (conftest.py turns it off for the tiny runs): these runs train the
+    # bundled corpus for minutes' worth of words.
+    env = {**os.environ, "SGNS_JAX_CACHE": str(tmp_path / "cache"), "JAX_DISABLE_MOST_OPTIMIZATIONS": "0"}
     args = [sys.executable, str(HARNESS), "none", "--", "train", str(bundled("wiki.txt.gz")),
             "--epochs", "5", "--quiet", "--sample", "1e-4", "--checkpoint-minutes", "0.01"]
 

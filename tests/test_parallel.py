@@ -65,16 +65,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_with_jax_distributed_match_one_process_with_4_devices(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_PLATFORMS="cpu", PYTHONPATH=str(HERE.parent))
-    corpus = tmp_path / "tiny.txt"
-    subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(HERE)!r}); "
-                    f"from multidevice_checks import tiny_corpus; tiny_corpus({str(tmp_path)!r})"],
-                   check=True, env=env, timeout=120)
+def run_two_processes(corpus, out_name, env, *extra):
     port = free_port()
     procs = [subprocess.Popen([sys.executable, str(CHECKS), "distributed", str(corpus), str(i),
-                               str(port), str(tmp_path / f"v{i}.txt")],
+                               str(port), str(corpus.parent / f"{out_name}{i}.txt"), *map(str, extra)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for i in range(2)]
     try:
@@ -82,14 +76,37 @@ def test_two_processes_with_jax_distributed_match_one_process_with_4_devices(tmp
     finally:
         for p in procs:
             p.kill()
+    results = []
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
-        result = json.loads([l for l in out.splitlines() if l.startswith("RESULT ")][-1][7:])
+        results.append(json.loads([l for l in out.splitlines() if l.startswith("RESULT ")][-1][7:]))
+    return results
+
+
+def test_two_processes_with_jax_distributed_match_one_process_and_resume_bit_for_bit(tmp_path):
+    """Two processes × 2 CPU devices, data parallel: the vectors equal one process's with 4
+    devices, only process 0 writes; a SIGINT to process 1 alone stops both at the same chunk
+    (they agree on every stop, interrupt and checkpoint), process 0 checkpoints, and the resumed
+    run's vectors are the uninterrupted run's, byte for byte."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu", PYTHONPATH=str(HERE.parent))
+    corpus = tmp_path / "tiny.txt"
+    subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(HERE)!r}); "
+                    f"from multidevice_checks import tiny_corpus; tiny_corpus({str(tmp_path)!r})"],
+                   check=True, env=env, timeout=120)
+    for result in run_two_processes(corpus, "v", env):
         assert result == {**result, "devices": 4, "processes": 2}
     single = run_check("single4", corpus, tmp_path / "single.txt", devices=4)
     assert single["devices"] == 4
     assert (tmp_path / "v0.txt").read_bytes() == (tmp_path / "single.txt").read_bytes()
     assert not (tmp_path / "v1.txt").exists()  # only process 0 writes
+
+    results = run_two_processes(corpus, "r", env, tmp_path / "ckpt")
+    assert [r["interrupted_after_chunks"] for r in results] == [3, 3], results
+    assert all("checkpoint saved" in r["message"] for r in results)
+    assert 0 < results[0]["resumed_words"] < results[0]["words"]
+    assert (tmp_path / "r0.txt").read_bytes() == (tmp_path / "v0.txt").read_bytes()
+    assert not (tmp_path / "r1.txt").exists()
 
 
 def test_vocabulary_sharded_tables_equal_the_unsharded_step():
@@ -113,6 +130,8 @@ def test_vocabulary_sharded_training_run_equals_one_device():
     r = run_check("vocab_sharded_training")
     assert r["shapes_equal"] and r["max_diff"] <= 1e-6
     assert r["losses"][0] == pytest.approx(r["losses"][1], rel=1e-6)
+    # SIGINT, checkpoint, --resume: the uninterrupted sharded run's tables exactly
+    assert r["interrupted"] and r["resumed_words"] > 0 and r["resume_diff"] == 0.0
 
 
 def test_worker_streams_merge_their_updates_and_repeat():

@@ -17,11 +17,23 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import jax
+import numpy as np
 
 from sgns_jax.errors import SgnsError, TrainingDiverged
 from sgns_jax.io_utils import storage_error
 from sgns_jax.train.checkpoint import checkpoint_path, save_checkpoint
 from sgns_jax.engine.mesh import fetch
+
+
+def agree(*flags: bool) -> tuple[bool, ...]:
+    """``flags`` OR-ed over the processes of a ``jax.distributed`` run (one small all-gather);
+    as they are in one process."""
+    if jax.process_count() == 1:
+        return tuple(bool(f) for f in flags)
+    from jax.experimental import multihost_utils
+
+    gathered = np.asarray(multihost_utils.process_allgather(np.array(flags, np.int32)))
+    return tuple(bool(x) for x in gathered.reshape(jax.process_count(), len(flags)).any(axis=0))
 
 
 class TrainingInterrupted(SgnsError):
@@ -119,6 +131,10 @@ class Checkpointer:
         path = checkpoint_path(self.directory)
         if jax.process_index() == 0:
             save_checkpoint(self.directory, state, progress, self.config, self.corpus.fingerprint)
+        if jax.process_count() > 1:  # no process goes on (or exits, or resumes) before it is written
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"checkpoint {progress.words}")
         self.last_saved, self.last_path = time.monotonic(), str(path)
         return self.last_path
 
@@ -177,17 +193,21 @@ class Hooks:
             with self.clock.paused():
                 self.callback(ChunkEvent(p.words, seconds, epoch, self.mean_loss, run.state.params))
         r = run.cfg.run
-        if ((r.max_seconds is not None and seconds >= r.max_seconds) or
-                (r.max_words is not None and p.words >= r.max_words)):
-            self.stop = True
-        if interrupted.is_set():
+        budget_spent = ((r.max_seconds is not None and seconds >= r.max_seconds) or
+                        (r.max_words is not None and p.words >= r.max_words))
+        # Every process acts as any one asks: a process that stopped, checkpointed (reading the
+        # state) or left alone would leave the others waiting in the next chunk's collectives.
+        budget_spent, interrupt, due = agree(budget_spent, interrupted.is_set(),
+                                             self.checkpointer.due())
+        self.stop = self.stop or budget_spent
+        if interrupt:
             self._settle_all()
             saved = self.checkpointer.save(run.state, p)
             raise TrainingInterrupted(
                 f"interrupted at step {self.step_now()}; " +
                 (f"checkpoint saved to {saved} (continue with --resume)" if saved
                  else "no --checkpoint-dir, nothing saved"))
-        if self.checkpointer.due():
+        if due:
             self._settle_all()
             self.checkpointer.save(run.state, p)
 
