@@ -506,7 +506,7 @@ def test_a_ctrl_c_while_the_command_imports_stops_it_with_one_line(corpus_file, 
 
 @pytest.mark.slow
 def test_repeated_ctrl_c_always_exits_130_with_a_loadable_checkpoint(tmp_path):
-    """Case 5: 12 SIGINTs, 6 from start-up to early training and 6 during training (2 of 5
+    """Case 5: 10 SIGINTs, 5 from start-up to early training and 5 during training (2 of 5
     runs aborted with rc 134 before; a Ctrl-C that Python dropped in JAX's garbage-collector
     callback let a run train on to its end; one during JAX's import or compilation crashed the
     interpreter at exit), and 2 diverging runs (1 in 10 aborted): exit 130 (2 for the
@@ -517,7 +517,7 @@ def test_repeated_ctrl_c_always_exits_130_with_a_loadable_checkpoint(tmp_path):
     # bundled corpus for minutes' worth of words.
     env = {**os.environ, "SGNS_JAX_CACHE": str(tmp_path / "cache"), "JAX_DISABLE_MOST_OPTIMIZATIONS": "0"}
     args = [sys.executable, str(HARNESS), "none", "--", "train", str(bundled("wiki.txt.gz")),
-            "--epochs", "5", "--quiet", "--sample", "1e-4", "--checkpoint-minutes", "0.01"]
+            "--epochs", "3", "--quiet", "--sample", "1e-4", "--checkpoint-minutes", "0.01"]
 
     def start(*extra):
         # SIGINT as a shell leaves it: a pytest-xdist worker ignores it, and its children would
@@ -531,7 +531,7 @@ def test_repeated_ctrl_c_always_exits_130_with_a_loadable_checkpoint(tmp_path):
     # In each pair, one run is interrupted at a fixed time from its start (imports, corpus,
     # compilation, or early training), the other a while after its first checkpoint (training,
     # whatever the machine's speed).
-    for i, (early, late) in enumerate(zip(np.linspace(0.2, 4.0, 6), np.linspace(0.0, 1.5, 6))):
+    for i, (early, late) in enumerate(zip(np.linspace(0.2, 4.0, 5), np.linspace(0.0, 1.5, 5))):
         started = time.monotonic()
         cks = [tmp_path / f"ck{i}-{j}" for j in range(2)]
         procs = [start("--checkpoint-dir", ck) for ck in cks]
@@ -553,7 +553,7 @@ def test_repeated_ctrl_c_always_exits_130_with_a_loadable_checkpoint(tmp_path):
         assert rc == (2 if delay == "nan" else 130), (delay, rc, err)
         assert len(lines) == 1 and lines[0].startswith("sgns-jax: "), (delay, err)
     saved = [ck for *_, ck in runs if ck is not None and (ck / "checkpoint.npz").exists()]
-    assert len(saved) >= 6
+    assert len(saved) >= 5
     resumed = start("--checkpoint-dir", saved[len(saved) // 2], "--resume")
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
 

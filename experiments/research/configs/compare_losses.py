@@ -66,5 +66,7 @@ def get_config(quick: bool = False) -> dict:
         # train every strategy); the CI's 15 minutes cannot hold all nine. (BlackOut and adaptive
         # softmax, left out, diverge at this quick grid's one rate, 0.05: the full grid's sweep
         # picks lower rates for them.)
-        config["strategies"] = {k: config["strategies"][k] for k in ("full", "hs", "ns5", "nce", "sampled")}
+        # The exact softmax, a tree and a sampled binary objective (scored by its implied
+        # conditional): one of each kind of held-out scoring the report does.
+        config["strategies"] = {k: config["strategies"][k] for k in ("full", "hs", "ns5")}
     return config
