@@ -69,6 +69,22 @@ def variants():
         seen.add(name)
 
 
+def sigint_after(chunks, send=True):
+    """A train() callback that sends this process a real SIGINT after its ``chunks``-th chunk
+    (if ``send``), as Ctrl-C would."""
+    import signal
+
+    seen = [0]
+
+    def callback(event):
+        seen[0] += 1
+        if send and seen[0] == chunks:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    callback.seen = seen
+    return callback
+
+
 def run_chunk(cfg, layer, params, chunk, parallelism, devices, update="sparse"):
     """One chunk through the runner train() would build; (host params, reported loss)."""
     corpus_words = 10**4
@@ -167,22 +183,14 @@ def distributed(path, process_id, port, out, checkpoint_dir=None):
     if checkpoint_dir is None:
         r = train(cfg())
         return {"devices": jax.device_count(), "processes": jax.process_count(), "loss": r.mean_loss}
-    import signal
-
     from sgns_jax.train.loop import TrainingInterrupted
 
-    chunks = [0]
-
-    def interrupt(event):
-        chunks[0] += 1
-        if process_id == 1 and chunks[0] == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-
+    interrupt = sigint_after(3, send=process_id == 1)
     try:
         train(cfg(checkpoint_dir=checkpoint_dir, out=None), callback=interrupt)
         interrupted = None
     except TrainingInterrupted as e:
-        interrupted = chunks[0]
+        interrupted = interrupt.seen[0]
         message = str(e)
     r = train(cfg(checkpoint_dir=checkpoint_dir, resume=True))
     return {"devices": jax.device_count(), "processes": jax.process_count(), "loss": r.mean_loss,
@@ -233,23 +241,14 @@ def vocab_sharded_training(path):
            "losses": [a.epoch_losses, b.epoch_losses]}
     # Interrupted after its third chunk (SIGINT from the callback), checkpointed (the sharded
     # tables gathered to the host, their padding rows dropped), resumed: the same tables.
-    import signal
-
     from sgns_jax.train.loop import TrainingInterrupted
-
-    chunks = [0]
-
-    def interrupt(event):
-        chunks[0] += 1
-        if chunks[0] == 3:
-            os.kill(os.getpid(), signal.SIGINT)
 
     with tempfile.TemporaryDirectory() as ckpt:
         def cfg(**run):
             return config(path, loss=loss, run={"epochs": 2, "quiet": True, "parallelism": "vocab",
                                                 "devices": 4, "checkpoint_dir": ckpt, **run})
         try:
-            train(cfg(), callback=interrupt)
+            train(cfg(), callback=sigint_after(3))
             out["interrupted"] = False
         except TrainingInterrupted:
             out["interrupted"] = True
@@ -319,16 +318,7 @@ def workers(path):
     out["examples"] = [runs[0].examples, runs[2].examples]
 
     # Interrupted after the second round (SIGINT from the callback), resumed: same vectors.
-    import signal
-
     from sgns_jax.train.loop import TrainingInterrupted
-
-    rounds = [0]
-
-    def interrupt(event):
-        rounds[0] += 1
-        if rounds[0] == 2:
-            os.kill(os.getpid(), signal.SIGINT)
 
     with tempfile.TemporaryDirectory() as ckpt:
         def cfg(**run):
@@ -336,7 +326,7 @@ def workers(path):
                           run={"epochs": 2, "quiet": True, "parallelism": "workers", "devices": 2,
                                "checkpoint_dir": ckpt, **run})
         try:
-            train(cfg(), callback=interrupt)
+            train(cfg(), callback=sigint_after(2))  # after the second round
             out["interrupted"] = False
         except TrainingInterrupted:
             out["interrupted"] = True

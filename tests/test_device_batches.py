@@ -19,7 +19,6 @@ from sgns_jax.data.device_batches import (block_bounds, block_examples, encode_b
                                           window_slots)
 from sgns_jax.data.pairs import keep_probabilities, window_mask
 from sgns_jax.errors import ConfigError
-from sgns_jax.train import loop as loop_mod
 from sgns_jax.train.loop import TrainingInterrupted, train
 
 
@@ -250,21 +249,15 @@ def test_device_batches_train_deterministically_and_resume_bit_for_bit(corpus_fi
     other = train(cfg.replace(run={"seed": 1, "checkpoint_dir": None}))
     assert not np.array_equal(other.params["w_in"], reference.params["w_in"])
 
-    real_prefetcher = loop_mod.Prefetcher
-    delivered = []
+    chunks = []
 
-    class InterruptingPrefetcher(real_prefetcher):
-        def __next__(self):
-            item = super().__next__()
-            delivered.append(1)
-            if len(delivered) == 6:
-                os.kill(os.getpid(), signal.SIGINT)
-            return item
+    def interrupt(event):  # a real SIGINT after the 4th block, as Ctrl-C would send
+        chunks.append(event.words)
+        if len(chunks) == 4:
+            os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(loop_mod, "Prefetcher", InterruptingPrefetcher)
     with pytest.raises(TrainingInterrupted, match="checkpoint saved"):
-        train(cfg)
-    monkeypatch.setattr(loop_mod, "Prefetcher", real_prefetcher)
+        train(cfg, callback=interrupt)
     resumed = train(cfg.replace(run={"resume": True}))
     assert 0 < resumed.resumed_words < resumed.words
     assert all(np.array_equal(resumed.params[k], reference.params[k]) for k in reference.params)
