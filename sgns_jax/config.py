@@ -26,6 +26,7 @@ from typing import Any
 
 import jax
 
+from sgns_jax.data.batches import PIPELINES
 from sgns_jax.errors import ConfigError
 from sgns_jax.typecheck import check_type
 from sgns_jax.losses import LossOptions, check_options, loss_options, replace_options
@@ -50,7 +51,7 @@ class DataConfig:
     sample: float = _f(1e-3, "subsampling threshold t (0 disables)")
     pipeline: str = _f("host", "where the batches are made: host (numpy, a thread) or device "
                                "(the ids shipped, subsampling, windows and pairs on the device; "
-                               "parallelism single)", choices=("host", "device"))
+                               "parallelism single)", choices=PIPELINES)
     cache_dir: str | None = _f(None, "where encoded corpora are cached (default "
                                      "$SGNS_JAX_CACHE or ~/.cache/sgns_jax; '' disables)")
 
@@ -238,7 +239,7 @@ def validate(cfg: TrainConfig) -> None:
          f"max_final_vocab must be >= 1, got {d.max_final_vocab}"),
         (d.window >= 1, f"window must be >= 1, got {d.window}"),
         (d.sample >= 0, f"sample must be >= 0, got {d.sample}"),
-        (d.pipeline in ("host", "device"), f"pipeline must be host or device, got {d.pipeline!r}"),
+        (d.pipeline in PIPELINES, f"pipeline must be host or device, got {d.pipeline!r}"),
         (m.dim >= 1, f"dim must be >= 1, got {m.dim}"),
         (m.init_scale > 0, f"init_scale must be > 0, got {m.init_scale}"),
         (o.optimizer in OPTIMIZERS, f"unknown optimizer {o.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"),

@@ -14,9 +14,9 @@ import pytest
 from sgns_jax.config import TrainConfig
 from sgns_jax.data.batches import BatchSpec, epoch_examples, sentence_of_kept
 from sgns_jax.data.corpus import encode_corpus
-from sgns_jax.data.device_batches import (block_bounds, block_examples, encode_block,
-                                          epoch_token_blocks, kept_tokens, strided_batch,
-                                          window_slots)
+from sgns_jax.data.device_batches import (batch_root_key, block_bounds, block_examples, block_key,
+                                          encode_block, epoch_token_blocks, kept_tokens,
+                                          strided_batch, window_slots)
 from sgns_jax.data.pairs import keep_probabilities, window_mask
 from sgns_jax.errors import ConfigError
 from sgns_jax.train.loop import TrainingInterrupted, train
@@ -43,10 +43,10 @@ def jitted_examples(tokens, valid, key, keep_p, **static):
 def device_epoch(corpus, spec, epoch=0, seed=0, layout="pairs"):
     """Every block's examples (host numpy), positions made corpus-absolute."""
     keep_p = jnp.asarray(keep_probabilities(corpus.vocab.counts, spec.sample), jnp.float32)
-    root = jax.random.fold_in(jax.random.key(seed), 7)
+    root = batch_root_key(seed)
     out = []
     for arrays, _ in epoch_token_blocks(corpus, spec.block_tokens, epoch):
-        key = jax.random.fold_in(jax.random.fold_in(root, epoch), int(arrays["index"]))
+        key = block_key(root, epoch, int(arrays["index"]))
         ex, count = jitted_examples(arrays["tokens"], arrays["valid"], key, keep_p,
                                     window=spec.window, sentence_words=spec.sentence_words,
                                     layout=layout)

@@ -24,6 +24,7 @@ from sgns_jax.errors import ConfigError
 
 Layout = Literal["pairs", "windows"]
 Pipeline = Literal["host", "device"]
+PIPELINES: tuple[Pipeline, ...] = ("host", "device")  # where a run's batches can be made
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class BatchSpec:
             raise ConfigError("batch_size, steps_per_chunk and sentence_words must be >= 1")
         if self.sample < 0:
             raise ConfigError(f"sample must be >= 0, got {self.sample}")
-        if self.pipeline not in ("host", "device"):
+        if self.pipeline not in PIPELINES:
             raise ConfigError(f"pipeline must be 'host' or 'device', got {self.pipeline!r}")
 
 

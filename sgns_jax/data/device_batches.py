@@ -52,6 +52,11 @@ def batch_root_key(seed: int) -> Array:
     return jax.random.fold_in(jax.random.key(seed), BATCH_KEY_STREAM)
 
 
+def block_key(batch_key: Array, epoch: Array | int, index: Array | int) -> Array:
+    """Block ``index`` of ``epoch``'s key, from the run's :func:`batch_root_key`."""
+    return jax.random.fold_in(jax.random.fold_in(batch_key, epoch), index)
+
+
 # -- host: blocks of ids -----------------------------------------------------------------------
 def block_bounds(corpus: Corpus, block_tokens: int) -> list[tuple[int, int]]:
     """``[start, end)`` of each block: at most ``block_tokens`` long, ending where a line starts
@@ -212,8 +217,7 @@ def device_chunk_steps(layer, rule, schedule: Callable[[Array], Array], *, batch
 
     def chunk(state, block: Mapping[str, Array], consts: Mapping[str, Array]):
         root_key = jax.random.wrap_key_data(consts["root_key"])
-        key = jax.random.fold_in(jax.random.fold_in(
-            jax.random.wrap_key_data(consts["batch_key"]), block["epoch"]), block["index"])
+        key = block_key(jax.random.wrap_key_data(consts["batch_key"]), block["epoch"], block["index"])
         examples, count = block_examples(block["tokens"], block["valid"], key, consts["keep_p"],
                                          window=window, sentence_words=sentence_words,
                                          layout=layer.layout)

@@ -31,6 +31,7 @@ from sgns_jax.losses.base import OutputLayer
 from sgns_jax.engine.mesh import (DATA_AXIS, check_batch_divisible, data_mesh, fetch,
                                      pad_rows, replicate, shard_chunk, shard_rows)
 from sgns_jax.engine.step import TrainState, chunk_steps
+from sgns_jax.data.batches import PIPELINES
 from sgns_jax.data.device_batches import device_chunk_steps
 from sgns_jax.engine.updates import VocabShardedSGD, make_update_rule
 from sgns_jax.engine.workers import WorkerStreams
@@ -119,7 +120,7 @@ class SingleDevice(Runner):
     """The chunk jitted on the default device, its state donated."""
 
     name, help = "single", "one stream on one device"
-    pipelines = ("host", "device")
+    pipelines = PIPELINES
 
     @classmethod
     def check(cls, cfg) -> None:

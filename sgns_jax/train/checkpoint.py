@@ -143,12 +143,10 @@ def check_resumable(path: Path, meta: dict, expect: dict) -> None:
     """Refuse to resume a checkpoint of other settings or of another corpus."""
     saved = meta["config"]
     now = json.loads(json.dumps(expect["config"]))  # as saved: tuples become lists
-    # A setting added since the checkpoint was written: its default is what that run did.
-    defaults = FIELDS_ADDED_SINCE_CHECKPOINTS_BEGAN
-
     def was(section: str, key: str):
+        """The saved setting; for one added since the checkpoint was written, what that run did."""
         fields = saved.get(section, {})
-        return fields[key] if key in fields else defaults.get((section, key))
+        return fields[key] if key in fields else FIELDS_ADDED_SINCE_CHECKPOINTS_BEGAN.get((section, key))
 
     changed = [f"{section}.{key} {was(section, key)!r} (this run: {value!r})"
                for section, fields in now.items() for key, value in fields.items()
