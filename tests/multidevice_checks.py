@@ -172,15 +172,17 @@ def hlo(path):
     return out
 
 
-def distributed(path, process_id, port, out, checkpoint_dir=None):
-    """One of two processes (2 CPU devices each) of a jax.distributed run. With a checkpoint
-    directory: process 1 alone gets a SIGINT after its third chunk; both processes must stop
-    there, process 0 writes the checkpoint, and both then resume it to the end."""
+def distributed(path, process_id, port, out, checkpoint_dir="", parallelism="data"):
+    """One of two processes of a jax.distributed run (data parallel, or the tables' rows split
+    over both processes' devices). With a checkpoint directory: process 1 alone gets a SIGINT
+    after its third chunk; both processes must stop there, write the checkpoint (for split
+    tables, each its own rows), and both then resume it to the end."""
     def cfg(**run):
-        return config(path, run={"epochs": 2, "quiet": True, "coordinator": f"127.0.0.1:{port}",
-                                 "num_processes": 2, "process_id": process_id, "out": out,
-                                 "parallelism": None, **run})  # the default: data parallel
-    if checkpoint_dir is None:
+        return config(path, loss={"name": "ns", "negative_mode": "pair"} if parallelism == "vocab" else {},
+                      run={"epochs": 2, "quiet": True, "coordinator": f"127.0.0.1:{port}",
+                           "num_processes": 2, "process_id": process_id, "out": out,
+                           "parallelism": None if parallelism == "data" else parallelism, **run})
+    if not checkpoint_dir:
         r = train(cfg())
         return {"devices": jax.device_count(), "processes": jax.process_count(), "loss": r.mean_loss}
     from sgns_jax.train.loop import TrainingInterrupted
@@ -192,15 +194,17 @@ def distributed(path, process_id, port, out, checkpoint_dir=None):
     except TrainingInterrupted as e:
         interrupted = interrupt.seen[0]
         message = str(e)
+    files = sorted(os.listdir(checkpoint_dir))
     r = train(cfg(checkpoint_dir=checkpoint_dir, resume=True))
     return {"devices": jax.device_count(), "processes": jax.process_count(), "loss": r.mean_loss,
             "interrupted_after_chunks": interrupted, "message": message if interrupted else None,
-            "resumed_words": r.resumed_words, "words": r.words}
+            "resumed_words": r.resumed_words, "words": r.words, "checkpoint_files": files}
 
 
-def single_process_4(path, out):
-    r = train(config(path, run={"epochs": 2, "quiet": True, "parallelism": "data", "devices": 4,
-                                "out": out}))
+def single_process(path, out, parallelism, devices):
+    loss = {"name": "ns", "negative_mode": "pair"} if parallelism == "vocab" else {}
+    r = train(config(path, loss=loss, run={"epochs": 2, "quiet": True, "parallelism": parallelism,
+                                           "devices": int(devices), "out": out}))
     return {"devices": jax.device_count(), "loss": r.mean_loss}
 
 
@@ -368,11 +372,11 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as d:
         path = sys.argv[2] if len(sys.argv) > 2 and os.path.exists(sys.argv[2]) else tiny_corpus(d)
         if check == "distributed":
-            result = distributed(path, int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], *sys.argv[6:7])
+            result = distributed(path, int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], *sys.argv[6:8])
         elif check == "one_step":
             result = one_step(path, sys.argv[2])
-        elif check == "single4":
-            result = single_process_4(path, sys.argv[3])
+        elif check == "single":
+            result = single_process(path, *sys.argv[3:6])
         else:
             result = {"loss_curve": loss_curve, "hlo": hlo,
                       "vocab_sharded": vocab_sharded,

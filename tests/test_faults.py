@@ -315,6 +315,34 @@ def test_a_damaged_checkpoint_is_one_line(checkpointed, monkeypatch, capsys, cor
         assert_one_line_error(rc, lines, 2, r"checkpoint .* is damaged .*delete it to start afresh")
 
 
+def test_row_files_of_a_split_table_are_read_by_range_and_checked(tmp_path):
+    """A table split across processes is checkpointed as row files, one per device's rows
+    (train/checkpoint.py): a slice reads only the files holding its rows; a file that is
+    missing, damaged or of another save is refused with a CheckpointError, never mixed in."""
+    from sgns_jax.errors import CheckpointError
+    from sgns_jax.train.checkpoint import RowShards
+
+    table = np.arange(40 * 3, dtype=np.float32).reshape(40, 3)
+    files = []
+    for a, b in [(0, 14), (14, 28), (28, 40)]:
+        name = f"checkpoint-w_in-{a}-{b}.500.npz"
+        np.savez(tmp_path / name, rows=table[a:b], where=np.array([a, b, 500]))
+        files.append([name, a, b])
+    shards = RowShards(tmp_path, files, [40, 3], "w_in", 500)
+    np.testing.assert_array_equal(np.asarray(shards), table)
+    np.testing.assert_array_equal(shards[10:20], table[10:20])
+    (tmp_path / files[2][0]).unlink()
+    np.testing.assert_array_equal(shards[0:28], table[:28])  # the missing file is not read
+    with pytest.raises(CheckpointError, match="missing"):
+        shards[27:30]
+    np.savez(tmp_path / files[2][0], rows=table[28:], where=np.array([28, 40, 400]))  # an older save's
+    with pytest.raises(CheckpointError, match="other rows"):
+        shards[30:]
+    (tmp_path / files[1][0]).write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(CheckpointError, match="damaged"):
+        shards[15:16]
+
+
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(corpus_file, tmp_path,
                                                                      monkeypatch):
     """Case 7: the epoch-2 checkpoint fails on a full disk; the epoch-1 one is intact and

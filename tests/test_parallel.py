@@ -83,28 +83,37 @@ def run_two_processes(corpus, out_name, env, *extra):
     return results
 
 
-def test_two_processes_with_jax_distributed_match_one_process_and_resume_bit_for_bit(tmp_path):
-    """Two processes × 2 CPU devices, data parallel: the vectors equal one process's with 4
-    devices, only process 0 writes; a SIGINT to process 1 alone stops both at the same chunk
-    (they agree on every stop, interrupt and checkpoint), process 0 checkpoints, and the resumed
-    run's vectors are the uninterrupted run's, byte for byte."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+@pytest.mark.parametrize("parallelism,per_process", [("data", 2), ("vocab", 3)])
+def test_two_processes_with_jax_distributed_match_one_process_and_resume_bit_for_bit(
+        tmp_path, parallelism, per_process):
+    """Two processes, data parallel over 2 × 2 CPU devices, or the tables' rows split over
+    2 × 3 devices (40 words: 7 rows a device, 2 of them padding): the vectors equal one
+    process's with as many devices, only process 0 writes them; a SIGINT to process 1 alone stops both at the
+    same chunk (they agree on every stop, interrupt and checkpoint), the checkpoint is written
+    (split tables: each process its own rows, in files of their own, nothing gathered), and
+    the resumed run's vectors are the uninterrupted run's, byte for byte."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={per_process}",
                JAX_PLATFORMS="cpu", PYTHONPATH=str(HERE.parent))
+    devices = 2 * per_process
     corpus = tmp_path / "tiny.txt"
     subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(HERE)!r}); "
                     f"from multidevice_checks import tiny_corpus; tiny_corpus({str(tmp_path)!r})"],
                    check=True, env=env, timeout=120)
-    for result in run_two_processes(corpus, "v", env):
-        assert result == {**result, "devices": 4, "processes": 2}
-    single = run_check("single4", corpus, tmp_path / "single.txt", devices=4)
-    assert single["devices"] == 4
+    for result in run_two_processes(corpus, "v", env, "", parallelism):
+        assert result == {**result, "devices": devices, "processes": 2}
+    single = run_check("single", corpus, tmp_path / "single.txt", parallelism, devices, devices=devices)
+    assert single["devices"] == devices
     assert (tmp_path / "v0.txt").read_bytes() == (tmp_path / "single.txt").read_bytes()
     assert not (tmp_path / "v1.txt").exists()  # only process 0 writes
 
-    results = run_two_processes(corpus, "r", env, tmp_path / "ckpt")
+    results = run_two_processes(corpus, "r", env, tmp_path / "ckpt", parallelism)
     assert [r["interrupted_after_chunks"] for r in results] == [3, 3], results
     assert all("checkpoint saved" in r["message"] for r in results)
     assert 0 < results[0]["resumed_words"] < results[0]["words"]
+    if parallelism == "vocab":  # rows 0–20 from process 0's devices, 21–39 from process 1's
+        rows = sorted(tuple(map(int, f.split(".")[0].split("-")[2:]))
+                      for f in results[0]["checkpoint_files"] if f.startswith("checkpoint-w_in-"))
+        assert rows == [(0, 7), (7, 14), (14, 21), (21, 28), (28, 35), (35, 40)], results[0]
     assert (tmp_path / "r0.txt").read_bytes() == (tmp_path / "v0.txt").read_bytes()
     assert not (tmp_path / "r1.txt").exists()
 

@@ -3,7 +3,7 @@
 The ``jax.shard_map`` over this mesh (the successor of ``jax.pmap``) is in ``runners.py``
 (``ShardMapped``). Several processes (``jax.distributed``) form one mesh: each process feeds its
 slice of every global batch (``jax.make_array_from_process_local_data``) and holds a replica
-of the tables.
+of the tables (``data``), or the rows of the tables its devices own (``vocab``).
 """
 
 from __future__ import annotations
@@ -73,18 +73,38 @@ def fetch(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def pad_rows(params: dict, devices: int) -> dict:
-    """Zero rows appended so every leaf splits evenly by rows over ``devices`` (never looked
-    up)."""
-    import jax.numpy as jnp
+def fetch_whole(x: Any) -> np.ndarray:
+    """The whole of an array as numpy on every process: a table whose rows are split across
+    processes is gathered (the run's final vectors; checkpoints write each process's rows
+    instead, ``train/checkpoint.py``)."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.sharding.is_fully_replicated:
+        from jax.experimental import multihost_utils
 
-    return {k: jnp.pad(v, ((0, -v.shape[0] % devices),) + ((0, 0),) * (v.ndim - 1))
-            for k, v in params.items()}
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return fetch(x)
 
 
-def shard_rows(tree: Any, mesh: jax.sharding.Mesh) -> Any:
-    """Place [rows, D] tables split by rows over the mesh (single process)."""
-    return jax.device_put(tree, _sharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS)))
+def shard_rows(params: dict, mesh: jax.sharding.Mesh) -> dict:
+    """Place [rows, ...] leaves split by rows over the mesh, zero rows appended so every device
+    holds the same count (padding: never looked up). A leaf may be any array-like that slices
+    by rows (numpy, jax, or a checkpoint's ``RowShards``): each device's rows are read from it
+    alone, so with several processes each reads only the rows its devices hold."""
+    sharding = _sharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS))
+
+    def place(x):
+        rows = x.shape[0]
+        padded = (rows + (-rows % mesh.size),) + tuple(x.shape[1:])
+
+        def rows_of(index):
+            start, stop, _ = index[0].indices(padded[0])
+            part = np.zeros((stop - start,) + padded[1:], x.dtype)
+            if min(stop, rows) > start:
+                part[:min(stop, rows) - start] = np.asarray(x[start:min(stop, rows)])
+            return part
+
+        return jax.make_array_from_callback(padded, sharding, rows_of)
+
+    return {k: place(v) for k, v in params.items()}
 
 
 def check_batch_divisible(batch_size: int, devices: int) -> None:

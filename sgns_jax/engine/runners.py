@@ -14,7 +14,7 @@ before the clock starts, and trains groups of chunks:
 
 Modes: ``single`` (one device), ``data`` and ``vocab`` (one :class:`ShardMapped` runner over a
 1-D mesh: the batch split and the state replicated, or the tables' rows split and the batch
-replicated; many processes with ``jax.distributed`` for ``data``) and ``workers`` (Hogwild-style
+replicated; many processes with ``jax.distributed`` for both) and ``workers`` (Hogwild-style
 streams, ``engine/workers.py``). Adding a mode is a subclass here and an entry in ``RUNNERS``.
 """
 
@@ -28,8 +28,8 @@ import numpy as np
 
 from sgns_jax.errors import ConfigError, SgnsError
 from sgns_jax.losses.base import OutputLayer
-from sgns_jax.engine.mesh import (DATA_AXIS, check_batch_divisible, data_mesh, fetch,
-                                     pad_rows, replicate, shard_chunk, shard_rows)
+from sgns_jax.engine.mesh import (DATA_AXIS, check_batch_divisible, data_mesh, fetch_whole,
+                                   replicate, shard_chunk, shard_rows)
 from sgns_jax.engine.step import TrainState, chunk_steps
 from sgns_jax.data.batches import PIPELINES
 from sgns_jax.data.device_batches import device_chunk_steps
@@ -113,7 +113,7 @@ class Runner:
     def host_params(self, state: TrainState, shapes: Mapping[str, tuple]) -> dict[str, np.ndarray]:
         """The parameter leaves as numpy arrays of their declared ``shapes`` (without the rows
         a vocabulary-sharded run padded on)."""
-        return {k: fetch(v)[:shapes[k][0]] for k, v in state.params.items()}
+        return {k: fetch_whole(v)[:shapes[k][0]] for k, v in state.params.items()}
 
 
 class SingleDevice(Runner):
@@ -186,8 +186,6 @@ class ShardMapped(SingleDevice):
             return  # batch divisibility is checked at build time, against the device count
         if cfg.optim.optimizer != "sgd" or cfg.optim.update != "sparse":
             raise ConfigError(f"parallelism {cls.name!r} needs optimizer sgd and the sparse update")
-        if cfg.run.coordinator:
-            raise ConfigError(f"parallelism {cls.name!r} runs in one process")
 
     @classmethod
     def update_rule(cls, cfg):
@@ -229,11 +227,16 @@ class ShardMapped(SingleDevice):
 
     def place(self, state):
         if self.split == "rows":
-            return state._replace(params=shard_rows(pad_rows(state.params, self.mesh.size), self.mesh))
+            return state._replace(params=shard_rows(state.params, self.mesh),
+                                  step=replicate(state.step, self.mesh))
         return replicate(state, self.mesh)
 
     def place_arrays(self, arrays):
-        return dict(arrays) if self.split == "rows" else shard_chunk(arrays, self.mesh)
+        if self.split == "batch":
+            return shard_chunk(arrays, self.mesh)
+        # Rows split, the batch whole on every device: one process passes its numpy chunk;
+        # several make it one global array (each built the same chunk).
+        return replicate(dict(arrays), self.mesh) if jax.process_count() > 1 else dict(arrays)
 
 
 def _whole_table_roles(layer: OutputLayer) -> list[bool]:
@@ -278,8 +281,11 @@ class Workers(Runner):
     def prepare(cls, cfg) -> None:
         """Worker streams need one CPU device each, created before anything starts JAX's
         backend (the output layer's arrays would): ask for them first, whether or not the
-        default policy then uses them."""
-        if cfg.run.parallelism in (None, cls.name):
+        default policy then uses them. Not in a multi-process run (streams run in one process),
+        nor where ``XLA_FLAGS`` already sets the CPU device count (that count is the user's)."""
+        if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+            return
+        if cfg.run.parallelism in (None, cls.name) and not cfg.run.coordinator:
             wanted = cfg.run.devices or min(cpu_cores(), MAX_DEFAULT_STREAMS)
             if wanted > 1 and jax.config.jax_num_cpu_devices < wanted:
                 try:

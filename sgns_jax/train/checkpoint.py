@@ -6,6 +6,17 @@ running loss accumulators, the config, and the corpus's fingerprint (sizes and S
 vocabulary and of its encoded text). Because batches and keys are pure functions of (seed,
 epoch, step), that is enough to continue bit for bit — on the same corpus with the same
 settings, which :func:`load_checkpoint` checks before it restores anything.
+
+A table whose rows are split across processes (``--parallelism vocab`` with ``jax.distributed``)
+is never gathered on one host: each process writes the rows its devices hold to a file of its
+own (``checkpoint-<table>-<first row>-<end row>.<words>.npz``), all processes wait until every
+such file is written, and only then does process 0 write ``checkpoint.npz``, which names them —
+the commit point. A crash before it leaves the previous ``checkpoint.npz`` and the files it
+names (older files are deleted only after the new ``checkpoint.npz`` is written), so a resume
+reads one save, never a mix. The directory must be one every process can read and write (a
+shared file system across hosts). On resume each process reads only the files holding its own
+rows (any process count: rows are found by range). orbax-checkpoint does this too, but brings
+tensorstore and an asynchronous writer for what is here a few tables and a commit file.
 """
 
 from __future__ import annotations
@@ -64,26 +75,132 @@ def check_checkpoint_dir(directory: str | Path, resume: bool) -> None:
     check_directory_writable(directory, "checkpoint directory")
 
 
+def _split_across_processes(x: Any) -> bool:
+    return isinstance(x, jax.Array) and not x.is_fully_addressable and not x.sharding.is_fully_replicated
+
+
+def _shard_name(table: str, start: int, stop: int, words: int) -> str:
+    return f"checkpoint-{table}-{start}-{stop}.{words}.npz"
+
+
+def _row_ranges(x: jax.Array, rows: int, local: bool) -> list[tuple[int, int, Any]]:
+    """(start, stop, device) of each device's rows of ``x`` below ``rows`` (padding dropped),
+    every device's or this process's."""
+    out = {}
+    for device, index in x.sharding.devices_indices_map(x.shape).items():
+        if local and device.process_index != jax.process_index():
+            continue
+        start, stop, _ = index[0].indices(x.shape[0])
+        if min(stop, rows) > start:
+            out.setdefault((start, min(stop, rows)), device)
+    return [(a, b, d) for (a, b), d in sorted(out.items())]
+
+
 def save_checkpoint(directory: str | Path, state: TrainState, progress: Progress,
-                    config: dict[str, Any], corpus: dict[str, Any]) -> Path:
-    """Write the state; ``corpus`` is the corpus's fingerprint (``Corpus.fingerprint``)."""
+                    config: dict[str, Any], corpus: dict[str, Any],
+                    rows: dict[str, int] | None = None) -> Path:
+    """Write the state; ``corpus`` is the corpus's fingerprint (``Corpus.fingerprint``),
+    ``rows`` each table's rows without a sharded run's padding. Called by every process: each
+    writes the rows it holds of tables split across processes, process 0 the rest and the
+    commit file."""
     from sgns_jax.engine.mesh import fetch
 
+    rows = rows or {}
     path = checkpoint_path(directory)
+    procs = jax.process_count()
     try:
         Path(directory).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise storage_error(e, directory, "create") from None
-    leaves = jax.tree.leaves(state.opt_state)
-    arrays = {f"param/{k}": fetch(v) for k, v in state.params.items()}
-    arrays.update({f"opt_{i}": fetch(x) for i, x in enumerate(leaves)})
-    arrays["step"] = fetch(state.step)
-    meta = {"format": FORMAT, "progress": progress.__dict__, "config": config, "corpus": corpus,
-            "params": list(state.params), "opt_leaves": len(leaves)}
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    with atomic_open(path, "wb") as f:
-        np.savez(f, **arrays)
+    split = {k: v for k, v in state.params.items() if _split_across_processes(v)}
+    shards: dict[str, list] = {}
+    for k, v in split.items():
+        n = rows.get(k, v.shape[0])
+        shards[k] = [[_shard_name(k, a, b, progress.words), a, b]
+                     for a, b, _ in _row_ranges(v, n, local=False)]
+        data = {d: s.data for s in v.addressable_shards for d in [s.device]}
+        for a, b, device in _row_ranges(v, n, local=True):
+            block = np.asarray(data[device])[:b - a]
+            with atomic_open(Path(directory) / _shard_name(k, a, b, progress.words), "wb") as f:
+                np.savez(f, rows=block, where=np.array([a, b, progress.words]))
+    if split:  # every process's rows are on disk before the commit file names them
+        _sync(f"checkpoint rows {progress.words}")
+    if jax.process_index() == 0:
+        leaves = jax.tree.leaves(state.opt_state)
+        arrays = {f"param/{k}": fetch(v)[:rows.get(k, v.shape[0])]
+                  for k, v in state.params.items() if k not in split}
+        arrays.update({f"opt_{i}": fetch(x) for i, x in enumerate(leaves)})
+        arrays["step"] = fetch(state.step)
+        meta = {"format": FORMAT, "progress": progress.__dict__, "config": config, "corpus": corpus,
+                "params": list(state.params), "opt_leaves": len(leaves), "row_files": shards,
+                "row_shapes": {k: [rows.get(k, v.shape[0]), *v.shape[1:]] for k, v in split.items()}}
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        with atomic_open(path, "wb") as f:
+            np.savez(f, **arrays)
+        _delete_unnamed_row_files(directory, {f for files in shards.values() for f, _, _ in files})
+    if procs > 1:  # no process goes on (or exits, or resumes) before it is written
+        _sync(f"checkpoint {progress.words}")
     return path
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _delete_unnamed_row_files(directory: str | Path, keep: set[str]) -> None:
+    """Row files of earlier saves (the commit file no longer names them)."""
+    for old in Path(directory).glob("checkpoint-*.npz"):
+        if old.name not in keep:
+            try:
+                old.unlink()
+            except OSError:
+                pass  # left behind: never read, since no commit file names it
+
+
+class RowShards:
+    """A table saved as row files: sliced by rows (``table[a:b]``), it reads only the files
+    holding those rows; ``np.asarray`` reads them all."""
+
+    def __init__(self, directory: Path, files: list, shape: list, name: str, words: int):
+        self.directory, self.files, self.name, self.words = Path(directory), files, name, words
+        self.shape, self.dtype = tuple(shape), np.dtype(np.float32)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, index):
+        if not isinstance(index, slice):
+            raise TypeError("RowShards are sliced by rows")
+        start, stop, step = index.indices(self.shape[0])
+        out = np.zeros((max(stop - start, 0),) + self.shape[1:], self.dtype)
+        for file, a, b in self.files:
+            lo, hi = max(a, start), min(b, stop)
+            if hi > lo:
+                out[lo - start:hi - start] = self._read(file, a, b)[lo - a:hi - a]
+        return out[::step]
+
+    def __array__(self, dtype=None, copy=None):
+        return self[:] if dtype is None else self[:].astype(dtype)
+
+    def _read(self, file: str, a: int, b: int) -> np.ndarray:
+        path = self.directory / file
+        if not path.exists():
+            raise CheckpointError(f"checkpoint {checkpoint_path(self.directory)} names {file}, which "
+                                  f"is missing from {self.directory}")
+        try:
+            with np.load(path) as z:
+                where, block = z["where"].tolist(), z["rows"]
+        except OSError as e:
+            raise storage_error(e, path, "read") from None
+        except (zipfile.BadZipFile, EOFError, ValueError, KeyError) as e:
+            raise CheckpointError(f"checkpoint file {path} is damaged ({type(e).__name__}: {e}); "
+                                  "delete the checkpoint to start afresh, or put back a good "
+                                  "copy") from None
+        if where != [a, b, self.words] or block.shape != (b - a,) + self.shape[1:]:
+            raise CheckpointError(f"checkpoint file {path} holds other rows than "
+                                  f"{checkpoint_path(self.directory)} names")
+        return block
 
 
 def load_checkpoint(directory: str | Path, template: TrainState,
@@ -111,7 +228,10 @@ def load_checkpoint(directory: str | Path, template: TrainState,
             if sorted(meta["params"]) != sorted(names):
                 raise CheckpointError(f"checkpoint {path} holds the parameters {meta['params']}, "
                                       f"this run's output layer has {names}")
-            params = {k: z[f"param/{k}"] for k in names}
+            params = {k: z[f"param/{k}"] for k in names if f"param/{k}" in z.files}
+            words = meta["progress"]["words"]
+            params.update({k: RowShards(path.parent, files, meta["row_shapes"][k], k, words)
+                           for k, files in meta.get("row_files", {}).items()})
             for name, saved in params.items():
                 if saved.shape != template.params[name].shape:
                     raise CheckpointError(f"checkpoint {path} has {name} of shape {saved.shape}, "
@@ -122,7 +242,9 @@ def load_checkpoint(directory: str | Path, template: TrainState,
                 raise CheckpointError(f"checkpoint {path} does not match this configuration's "
                                       "optimizer")
             asarray = jax.numpy.asarray
-            state = TrainState({k: asarray(v) for k, v in params.items()},
+            # Row files stay on disk until placed: each process then reads only its rows.
+            state = TrainState({k: v if isinstance(v, RowShards) else asarray(v)
+                                for k, v in params.items()},
                                jax.tree.unflatten(treedef, [asarray(x) for x in leaves]),
                                asarray(z["step"]))
             return state, Progress(**meta["progress"]), meta["config"]

@@ -113,12 +113,12 @@ class ProgressBar:
 
 
 class Checkpointer:
-    """Saves the state with its progress every ``minutes``, at epoch ends and on interrupt
-    (process 0 writes)."""
+    """Saves the state with its progress every ``minutes``, at epoch ends and on interrupt."""
 
     def __init__(self, directory: str | None, minutes: float, config: dict, corpus,
-                 resumed: bool):
+                 resumed: bool, rows: dict[str, int] | None = None):
         self.directory, self.minutes, self.config, self.corpus = directory, minutes, config, corpus
+        self.rows = rows  # each table's rows, without a vocabulary-sharded run's padding
         self.last_saved = time.monotonic()
         self.last_path = str(checkpoint_path(directory)) if directory and resumed else None
 
@@ -126,15 +126,12 @@ class Checkpointer:
         return bool(self.directory) and time.monotonic() - self.last_saved > 60 * self.minutes
 
     def save(self, state, progress) -> str | None:
+        """Every process calls it: tables split across processes are written by their holders
+        (train/checkpoint.py)."""
         if not self.directory:
             return None
-        path = checkpoint_path(self.directory)
-        if jax.process_index() == 0:
-            save_checkpoint(self.directory, state, progress, self.config, self.corpus.fingerprint)
-        if jax.process_count() > 1:  # no process goes on (or exits, or resumes) before it is written
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices(f"checkpoint {progress.words}")
+        path = save_checkpoint(self.directory, state, progress, self.config,
+                               self.corpus.fingerprint, self.rows)
         self.last_saved, self.last_path = time.monotonic(), str(path)
         return self.last_path
 
@@ -160,7 +157,8 @@ class Hooks:
                 raise storage_error(e, r.metrics) from None
         self.checkpointer = Checkpointer(r.checkpoint_dir, r.checkpoint_minutes,
                                          self.run.cfg.to_dict(), self.run.corpus,
-                                         bool(r.resume and self.run.progress.words))
+                                         bool(r.resume and self.run.progress.words),
+                                         {k: v[0] for k, v in self.run.param_shapes.items()})
         self.epoch_loss = [0.0, 0.0]
         self.steps = int(self.run.state.step)
         self.pending: _Pending | None = None
