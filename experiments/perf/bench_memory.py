@@ -78,7 +78,7 @@ def child_sgns(args) -> dict:
 
     jnp.ones(1).block_until_ready()
     phases.end("import")
-    cache = tempfile.mkdtemp(prefix="bench-memory-")
+    cache = tempfile.mkdtemp(prefix="cache-", dir=args.tmp)  # removed with the parent's folder
     corpus = encode_corpus(args.corpus, min_count=SETTINGS["min_count"], cache_dir=cache)
     phases.end("corpus scan")
     cfg = TrainConfig().replace(

@@ -85,6 +85,10 @@ def context_windows(ids: np.ndarray, sentence_ids: np.ndarray, reduced_windows: 
     rows = np.flatnonzero(mask.any(axis=1))
     mask = mask[rows]
     ids = np.asarray(ids, dtype=np.int32)
-    context = ids[np.clip(rows[:, None] + context_offsets(window)[None, :], 0, ids.shape[0] - 1)]
-    context[~mask] = 0
+    # int32 slot positions, clipped and zeroed in place: the [m, 2·window] temporaries are the
+    # producer's largest (a block's positions fit int32: blocks are 2^17 tokens).
+    slots = rows.astype(np.int32)[:, None] + context_offsets(window).astype(np.int32)
+    np.clip(slots, 0, ids.shape[0] - 1, out=slots)
+    context = ids[slots]
+    context *= mask  # masked slots 0
     return ids[rows], context, mask, rows

@@ -152,23 +152,31 @@ class WorkerStreams:
         return state._replace(touched={k: jnp.zeros(v.shape[0], bool, device=v.sharding)
                                        for k, v in state.params.items()})
 
-    def _merge_whole(self, table: str, params: dict, replicas: list[dict], workers: list[_Worker]) -> None:
-        """Merge ``table`` whole into ``params`` (the base) and every replica, in place."""
+    def _merge_whole(self, table: str, params: dict, replicas: list[dict], touched: list) -> None:
+        """Merge ``table`` whole into ``params`` (the base) and every replica, in place. The
+        other workers' tables are moved to the first device (their buffers donated: each is
+        replaced by the merged table below), so a table is never held more than once extra."""
         first = self.devices[0]
-        others = [jax.device_put(worker.state.params[table], first) for worker in workers[1:]]
+        others = []
+        for w in range(1, len(touched)):
+            others.append(jax.device_put(replicas[w][table], first, donate=True))
+            replicas[w][table] = None
         params[table], replicas[0][table] = self.merge_tables(params[table], replicas[0][table], *others)
+        del others
         for w, device in enumerate(self.devices[1:], start=1):
+            replicas[w][table] = None
             replicas[w][table] = jax.device_put(params[table], device)
 
-    def _merge_touched(self, table: str, params: dict, replicas: list[dict], workers: list[_Worker]) -> None:
-        """Merge only the rows of ``table`` some worker touched this round, in place."""
+    def _merge_touched(self, table: str, params: dict, replicas: list[dict], touched: list) -> None:
+        """Merge only the rows of ``table`` some worker touched this round (``touched``: each
+        worker's row marks), in place."""
         first = self.devices[0]
-        touched = workers[0].state.touched[table]
-        for worker in workers[1:]:
-            touched = touched | jax.device_put(worker.state.touched[table], first)
-        ids = self.touched_ids(touched, _bucket(int(touched.sum()), params[table].shape[0]))
-        other_rows = [jax.device_put(self.take_rows(replicas[w][table], jax.device_put(ids, worker.device)), first)
-                      for w, worker in enumerate(workers) if w > 0]
+        rows = touched[0][table]
+        for marks in touched[1:]:
+            rows = rows | jax.device_put(marks[table], first)
+        ids = self.touched_ids(rows, _bucket(int(rows.sum()), params[table].shape[0]))
+        other_rows = [jax.device_put(self.take_rows(replicas[w][table], jax.device_put(ids, self.devices[w])), first)
+                      for w in range(1, len(touched))]
         params[table], replicas[0][table], merged = self.merge_rows(
             params[table], replicas[0][table], ids, *other_rows)
         for w, device in enumerate(self.devices[1:], start=1):
@@ -204,11 +212,15 @@ class WorkerStreams:
         first = self.devices[0]
         params = dict(state.params)
         replicas = [dict(rep.params) for rep in self.replicas]
+        touched = []
         for w, worker in enumerate(workers):
             replicas[w] = dict(worker.state.params)
+            touched.append(worker.state.touched)
+            worker.state = None  # its tables now referenced once: a merge can free them
+        self.replicas = [rep._replace(params=None) for rep in self.replicas]
         merge = self._merge_whole if self.whole_tables else self._merge_touched
         for table in params:
-            merge(table, params, replicas, workers)
+            merge(table, params, replicas, touched)
         self.replicas = [rep._replace(params=p, touched=None) for rep, p in zip(self.replicas, replicas)]
         jax.block_until_ready((params, replicas))  # time the merge's work, not its dispatch
         self.merge_seconds += time.perf_counter() - t

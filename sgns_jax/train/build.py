@@ -28,7 +28,7 @@ from sgns_jax.train.checkpoint import Progress, checkpoint_path, load_checkpoint
 from sgns_jax.config import (TrainConfig, default_batch_size, default_steps_per_chunk,
                                    learning_rate, resolve)
 from sgns_jax.train.memory import (MemoryEstimate, available_memory, batch_bytes, check_fits,
-                                   estimate_memory)
+                                   estimate_memory, release_free_memory)
 from sgns_jax.engine.step import TrainState, init_params, init_state, param_specs
 
 
@@ -132,6 +132,7 @@ def build_run(cfg: TrainConfig, corpus: Corpus | None = None) -> Run:
         raise SgnsError("--resume needs --checkpoint-dir")
     runners.prepare(cfg)  # before anything starts JAX's backend
     corpus = corpus if corpus is not None else load_corpus(cfg)
+    release_free_memory()  # the scan's dictionary and blocks
     layer = build_layer(cfg, corpus.vocab.counts)
     check_window_sharing(cfg, layer)
     specs = param_specs(layer, len(corpus.vocab), cfg.model.dim, cfg.model.init_scale)
@@ -160,5 +161,6 @@ def build_run(cfg: TrainConfig, corpus: Corpus | None = None) -> Run:
     state = runner.place(state)
     t = time.perf_counter()
     runner.compile(state, spec.zero_chunk())  # before the clock: training time is steady-state
+    release_free_memory()  # the compiler's temporaries
     return Run(cfg, corpus, layer, spec, schedule, runner, state, progress, total_words,
                time.perf_counter() - t, progress.words, memory)
