@@ -27,7 +27,6 @@ from sgns_jax.train.build import Run, build_run, load_corpus
 from sgns_jax.train.checkpoint import check_checkpoint_dir
 from sgns_jax.config import TrainConfig
 from sgns_jax.train.hooks import ChunkEvent, Hooks, TrainingInterrupted
-from sgns_jax.train.memory import release_free_memory
 from sgns_jax.engine.runners import runner
 
 __all__ = ["ChunkEvent", "TrainResult", "TrainingInterrupted", "output_paths", "train",
@@ -134,11 +133,6 @@ def check_destinations(cfg: TrainConfig, corpus: Corpus | None) -> None:
                 raise SgnsError(f"{path} is the corpus; choose another --out or --metrics")
 
 
-# The producer gives its freed memory back every so many chunks (about a block's at the
-# defaults: 16 × 8,192 centres): see train/memory.release_free_memory.
-TRIM_EVERY_CHUNKS = 16
-
-
 def chunk_groups(run: Run) -> Iterator[tuple[int, list | None]]:
     """(epoch, group of (index, Chunk)) for the rest of the run, and (epoch, None) after each
     epoch's last group. One producer thread builds chunks ahead for the whole run (a thread per
@@ -150,8 +144,6 @@ def chunk_groups(run: Run) -> Iterator[tuple[int, list | None]]:
     def produce():
         for epoch in range(first_epoch, run.cfg.run.epochs):
             for index, chunk in enumerate(epoch_chunks(run.corpus, run.spec, epoch)):
-                if index % TRIM_EVERY_CHUNKS == 0:
-                    release_free_memory()  # the last block's temporaries
                 if epoch > first_epoch or index >= first_chunk:  # resumed: skip what was trained
                     yield epoch, index, chunk
             yield epoch, None, None
