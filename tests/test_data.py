@@ -422,3 +422,45 @@ def test_steps_are_strided_through_the_chunk(tmp_path, layout):
         for t in range(4):
             np.testing.assert_array_equal(chunk.arrays[name][t], flat[t::4])
     np.testing.assert_array_equal(chunk.arrays["words"], examples["pos"][:4])
+
+
+def test_a_large_corpus_scanned_on_every_core_gives_one_pass_result(tmp_path, monkeypatch):
+    """Parts scanned by worker processes — the files of a folder, a plain file cut at
+    whitespace inside its lines (a 3,000-token line among short ones, blank lines, tabs), a
+    .gz file whole — merge into exactly one pass's cache entry, every file byte for byte; an
+    invalid UTF-8 byte in a later part is warned about once, at its offset in the file."""
+    import os
+    import random
+
+    rng = random.Random(3)
+    words = [f"w{i}" for i in range(300)] + ["é", "naïve"]
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    lines = [" ".join(rng.choices(words, k=rng.choice([0, 3, 17, 60]))) for _ in range(400)]
+    lines.insert(150, "\t".join(rng.choices(words, k=3000)))
+    text = "\n".join(lines).encode() + b"\n"
+    bad = text.index(b"\n", len(text) // 2)
+    (folder / "a.txt").write_bytes(text[:bad] + b" \xff" + text[bad:])
+    with gzip.open(folder / "b.txt.gz", "wt") as f:
+        f.write("\n".join(" ".join(rng.choices(words, k=20)) for _ in range(50)))
+    (folder / "c.txt").write_text("w1 w2 w999\nw3")  # no final newline
+
+    def encode(cache, parallel):
+        monkeypatch.setattr(corpus_mod, "PARALLEL_SCAN_BYTES", 0 if parallel else 1 << 40)
+        monkeypatch.setattr(corpus_mod, "PART_BYTES", 2000)
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+        if parallel:  # the one-pass scan must not run
+            monkeypatch.setattr(corpus_mod, "_scan", None)
+        with pytest.warns(NotUtf8Warning, match=rf"invalid UTF-8 at byte offset {bad + 1}\b") as caught:
+            corpus = encode_corpus(folder, min_count=1, max_sentence_length=50, cache_dir=cache)
+        assert len([w for w in caught if w.category is NotUtf8Warning]) == 1
+        return corpus
+
+    assert len(corpus_mod._parts(sorted(folder.iterdir()), 2000)) > 10
+    one, parts = encode(tmp_path / "one", False), encode(tmp_path / "parts", True)
+    assert one.vocab.words == parts.vocab.words and one.raw_tokens == parts.raw_tokens
+    entries = [next((tmp_path / side).glob("corpus-*")) for side in ("one", "parts")]
+    names = sorted(p.name for p in entries[0].iterdir())
+    assert names == sorted(p.name for p in entries[1].iterdir()) and "ids.npy" in names
+    for name in names:
+        assert (entries[0] / name).read_bytes() == (entries[1] / name).read_bytes(), name

@@ -95,6 +95,8 @@ MEASURE = """
 import json, time, resource
 def done(**kw):
     kw["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # the largest of the processes it started and waited for (the scan's workers on a large corpus)
+    kw["children_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print("RESULT " + json.dumps(kw))
 """
 

@@ -165,19 +165,23 @@ def _open(path: Path) -> IO[bytes]:
     return open(path, "rb")
 
 
-def iter_text_blocks(path: Path, block_bytes: int | None = None) -> Iterator[str]:
+def iter_text_blocks(path: Path, block_bytes: int | None = None, start: int = 0,
+                     end: int | None = None) -> Iterator[str]:
     """Decoded text of ``path`` in blocks that end on ASCII whitespace (so no token or UTF-8
     sequence is split). Invalid UTF-8 is replaced with U+FFFD and warned about once per file,
-    with the byte offset (in the decompressed stream) of the first bad byte."""
+    with the byte offset (in the decompressed stream) of the first bad byte. ``start``/``end``:
+    a byte range of an uncompressed file, cut where whitespace ends (see ``_parts``)."""
     block_bytes = block_bytes or BLOCK_BYTES
     warned = False
-    offset = 0
+    offset = start
     carry = b""
     try:
         with _open(path) as f:
-            first = True
+            if start:
+                f.seek(start)
+            first = not start  # a file's first bytes are checked for binary, not a part's
             while True:
-                raw = f.read(block_bytes)
+                raw = f.read(block_bytes if end is None else max(0, min(block_bytes, end - f.tell())))
                 if first and b"\x00" in raw[:8192]:
                     raise CorpusError(f"corpus looks binary, not text (NUL bytes): {path}")
                 first = False
@@ -214,13 +218,18 @@ def iter_text_blocks(path: Path, block_bytes: int | None = None) -> Iterator[str
 def _scan(files: list[Path], lowercase: bool, ids_file: IO[bytes]) -> tuple[list[str], np.ndarray, np.ndarray, int]:
     """One pass: write provisional ids (int32) to ``ids_file``; return the words in first-
     occurrence order, their counts, and the token offsets where lines end."""
+    return _scan_texts([(iter_text_blocks(path), True) for path in files], lowercase, ids_file)
+
+
+def _scan_texts(sources, lowercase: bool, ids_file: IO[bytes]) -> tuple[list[str], np.ndarray, np.ndarray, int]:
+    """``_scan`` over ``sources``: (text blocks, whether a file ends after them)."""
     index: dict[str, int] = {}
     setdefault = index.setdefault
     line_ends = array("q")
     total = 0
     counts = np.zeros(0, dtype=np.int64)
-    for path in files:
-        for text in iter_text_blocks(path):
+    for blocks, file_ends in sources:
+        for text in blocks:
             if lowercase:
                 text = text.lower()
             block = array("i")
@@ -239,8 +248,103 @@ def _scan(files: list[Path], lowercase: bool, ids_file: IO[bytes]) -> tuple[list
                 counts = np.concatenate([counts, np.zeros(len(index) - counts.size, np.int64)])
             counts += np.bincount(ids, minlength=counts.size)
             ids_file.write(ids.tobytes())
-        line_ends.append(total)  # a file's end ends a line
+        if file_ends:
+            line_ends.append(total)  # a file's end ends a line
     return list(index), counts, np.frombuffer(line_ends, dtype=np.int64), total
+
+
+# The scan's tokenising is Python (str.split, a dict): a corpus of more than PARALLEL_SCAN_BYTES
+# is cut into parts of about PART_BYTES (its files; an uncompressed file also at whitespace
+# inside it) scanned by one process per core, and their words and ids merged in order.
+PARALLEL_SCAN_BYTES = 64 << 20
+PART_BYTES = 32 << 20
+
+
+def _parts(files: list[Path], part_bytes: int) -> list[tuple[Path, int, int | None, bool]]:
+    """(file, first byte, end byte or None, whether the file ends there) of every part. A
+    plain file is cut just after a whitespace byte (never inside a token or a UTF-8
+    sequence); a compressed file is one part."""
+    parts = []
+    for path in files:
+        size = path.stat().st_size
+        if path.suffix in (".gz", ".bz2") or size <= part_bytes:
+            parts.append((path, 0, None, True))
+            continue
+        cuts = [0]
+        with open(path, "rb") as f:
+            while cuts[-1] + part_bytes < size:
+                f.seek(cuts[-1] + part_bytes)
+                pos = f.tell()
+                while True:
+                    data = f.read(1 << 16)
+                    hits = [i for i in (data.find(bytes([c])) for c in _WHITESPACE) if i >= 0]
+                    if hits or not data:
+                        break
+                    pos += len(data)
+                if not hits:
+                    break  # no whitespace to the end: the rest is one part
+                cuts.append(pos + min(hits) + 1)
+        cuts = [c for c in cuts if c < size]
+        parts += [(path, a, b, b is None) for a, b in zip(cuts, cuts[1:] + [None])]
+    return parts
+
+
+def _ignore_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the scan (and its workers)
+
+
+def _scan_part(job: tuple) -> tuple[list[str], np.ndarray, np.ndarray, int, list[str]]:
+    """A worker process: one part scanned into ``ids_path``, with its words (in its own
+    first-occurrence order), counts, line ends, tokens and warnings."""
+    path, start, end, file_ends, lowercase, ids_path = job
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with open(ids_path, "wb") as f:
+            words, counts, line_ends, total = _scan_texts(
+                [(iter_text_blocks(Path(path), start=start, end=end), file_ends)], lowercase, f)
+    return words, counts, line_ends, total, [str(w.message) for w in caught
+                                             if issubclass(w.category, NotUtf8Warning)]
+
+
+def _scan_files(files: list[Path], lowercase: bool, ids_file: IO[bytes], work: Path,
+                processes: int | None = None) -> tuple[list[str], np.ndarray, np.ndarray, int]:
+    """``_scan``, on every core where the corpus is large: the parts' results equal one
+    pass's — a part's new words are numbered after every earlier part's, in the order they
+    first occur in it, which is the order one pass meets them."""
+    if processes is None:
+        affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core
+        processes = len(affinity(0)) if affinity else (os.cpu_count() or 1)
+    parts = _parts(files, PART_BYTES)
+    if processes < 2 or len(parts) < 2 or sum(f.stat().st_size for f in files) < PARALLEL_SCAN_BYTES:
+        return _scan(files, lowercase, ids_file)
+    import multiprocessing
+
+    jobs = [(str(path), a, b, ends, lowercase, str(work / f"part-{i}.i32"))
+            for i, (path, a, b, ends) in enumerate(parts)]
+    index: dict[str, int] = {}
+    counts = np.zeros(0, dtype=np.int64)
+    line_ends, total, warned = [], 0, set()
+    # spawn: a fork of a process running JAX's threads can deadlock.
+    with multiprocessing.get_context("spawn").Pool(min(processes, len(jobs)), _ignore_sigint) as pool:
+        for job, (words, part_counts, part_ends, part_total, messages) in zip(
+                jobs, pool.imap(_scan_part, jobs)):
+            for message in messages[:1]:
+                if job[0] not in warned:  # once per file, as one pass warns
+                    warned.add(job[0])
+                    warnings.warn(message, NotUtf8Warning, stacklevel=3)
+            to_global = np.fromiter((index.setdefault(w, len(index)) for w in words),
+                                    dtype=np.int32, count=len(words))
+            counts = np.concatenate([counts, np.zeros(len(index) - counts.size, np.int64)])
+            counts[to_global] += part_counts
+            line_ends.append(part_ends + total)
+            with open(job[-1], "rb") as part:
+                while (ids := np.fromfile(part, dtype=np.int32, count=1 << 20)).size:
+                    ids_file.write(to_global[ids].tobytes())
+            os.unlink(job[-1])
+            total += part_total
+    return list(index), counts, np.concatenate(line_ends), total
 
 
 def _sentence_starts(line_ends: np.ndarray, max_len: int) -> np.ndarray:
@@ -382,7 +486,7 @@ def _encode(files: list[Path], work: Path, lowercase: bool, min_count: int,
     """Encode into ``work``; ``durable``: fsync every file, for an entry that will be kept."""
     prov_path = work / "provisional.i32"
     with open(prov_path, "wb") as f:
-        words, counts, line_ends, total = _scan(files, lowercase, f)
+        words, counts, line_ends, total = _scan_files(files, lowercase, f, work)
     if total == 0:
         raise CorpusError(f"corpus is empty (no tokens): {files[0] if len(files) == 1 else files[0].parent}")
     vocab = Vocabulary.from_counts(words, counts, min_count=min_count, max_vocab=max_vocab,
