@@ -236,10 +236,11 @@ def vocab_sharded(path):
 
 
 def vocab_sharded_training(path):
-    """A short run with rows split over 4 devices vs the same run on one device."""
+    """A short run with rows split over 3 devices (40 words: 14 rows a device, 2 of them
+    padding) vs the same run on one device."""
     loss = {"name": "ns", "negative_mode": "pair"}
     a = train(config(path, loss=loss, run={"epochs": 2, "quiet": True, "parallelism": "single"}))
-    b = train(config(path, loss=loss, run={"epochs": 2, "quiet": True, "parallelism": "vocab", "devices": 4}))
+    b = train(config(path, loss=loss, run={"epochs": 2, "quiet": True, "parallelism": "vocab", "devices": 3}))
     out = {"max_diff": max(float(np.abs(a.params[k] - b.params[k]).max()) for k in a.params),
            "shapes_equal": all(a.params[k].shape == b.params[k].shape for k in a.params),
            "losses": [a.epoch_losses, b.epoch_losses]}
@@ -250,7 +251,7 @@ def vocab_sharded_training(path):
     with tempfile.TemporaryDirectory() as ckpt:
         def cfg(**run):
             return config(path, loss=loss, run={"epochs": 2, "quiet": True, "parallelism": "vocab",
-                                                "devices": 4, "checkpoint_dir": ckpt, **run})
+                                                "devices": 3, "checkpoint_dir": ckpt, **run})
         try:
             train(cfg(), callback=sigint_after(3))
             out["interrupted"] = False

@@ -319,7 +319,7 @@ RUNNERS: dict[str, type[Runner]] = {r.name: r for r in (
     ShardMapped.over("batch", "data", "data parallelism: the batch split over the devices "
                      "(accelerators; jax.distributed for many hosts)"),
     ShardMapped.over("rows", "vocab", "the tables' rows split over the devices (model "
-                     "parallelism, one process)"),
+                     "parallelism; jax.distributed for many hosts)"),
     Workers,
 )}
 
