@@ -117,7 +117,7 @@ def epoch_examples(corpus: Corpus, spec: BatchSpec, epoch: int) -> Iterator[dict
     carry = {"ids": np.zeros(0, np.int32), "pos": np.zeros(0, np.int64),
              "reduced": np.zeros(0, np.int64)}
     for a, b in _blocks(corpus, spec.block_tokens):
-        ids = np.asarray(corpus.ids[a:b])
+        ids = corpus.read_ids(a, b)
         kept = np.flatnonzero(rng.random(ids.size) < keep_p[ids])
         block = {"ids": ids[kept].astype(np.int32), "pos": a + kept,
                  "reduced": rng.integers(1, spec.window + 1, size=kept.size)}

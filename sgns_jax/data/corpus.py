@@ -22,6 +22,7 @@ import glob
 import gzip
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import tempfile
@@ -73,6 +74,12 @@ class Corpus:
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
+    def read_ids(self, start: int, stop: int) -> np.ndarray:
+        """``ids[start:stop]`` as a fresh array. From a cache entry, read from its file rather
+        than through the memory map: pages read through a map stay resident in the process,
+        so its RSS would grow with the corpus over an epoch (4 GB at 1 B tokens)."""
+        return _read_rows(self.ids, start, stop)
+
     @cached_property
     def fingerprint(self) -> dict:
         """What this corpus is, to check a checkpoint against: its sizes and the SHA-256 of its
@@ -82,7 +89,8 @@ class Corpus:
         vocab.update(np.ascontiguousarray(self.vocab.counts, dtype="<i8").tobytes())
         text = hashlib.sha256()
         for array in (self.ids, self.sentence_starts, self.line_starts):
-            text.update(np.ascontiguousarray(array).view(np.uint8))
+            for start in range(0, max(len(array), 1), 1 << 22):  # read, not mapped (read_ids)
+                text.update(np.ascontiguousarray(_read_rows(array, start, start + (1 << 22))).view(np.uint8))
         return {"vocab_words": len(self.vocab), "vocab_sha256": vocab.hexdigest(),
                 "tokens": len(self), "raw_tokens": int(self.raw_tokens),
                 "text_sha256": text.hexdigest()}
@@ -155,6 +163,16 @@ def corpus_files(path: str | os.PathLike) -> list[Path]:
     if not path.is_file():
         raise CorpusError(f"corpus is not a regular file: {path}")
     return [path]
+
+
+def _read_rows(array: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """``array[start:stop]`` (1-D) as a fresh array; a whole memory-mapped file's rows are read
+    from the file (see ``Corpus.read_ids``)."""
+    stop = min(stop, len(array))
+    if isinstance(array, np.memmap) and isinstance(array.base, mmap.mmap) and array.filename:
+        return np.fromfile(array.filename, dtype=array.dtype, count=max(stop - start, 0),
+                           offset=array.offset + start * array.dtype.itemsize)
+    return np.array(array[start:stop])
 
 
 def _open(path: Path) -> IO[bytes]:

@@ -85,7 +85,7 @@ def encode_block(corpus: Corpus, a: int, b: int, block_tokens: int) -> np.ndarra
     """int32 [block_tokens]: ids ``[a, b)``, a token that starts a line (and the first) stored as
     ``−(id + 1)``, zeros after ``b``."""
     tokens = np.zeros(block_tokens, np.int32)
-    tokens[:b - a] = corpus.ids[a:b]
+    tokens[:b - a] = corpus.read_ids(a, b)
     lines = np.asarray(corpus.line_starts)
     starts = lines[np.searchsorted(lines, a):np.searchsorted(lines, b)] - a
     starts = np.union1d(starts, [0])
