@@ -356,7 +356,7 @@ def _scan_files(files: list[Path], lowercase: bool, ids_file: IO[bytes], work: P
                                     dtype=np.int32, count=len(words))
             counts = np.concatenate([counts, np.zeros(len(index) - counts.size, np.int64)])
             counts[to_global] += part_counts
-            line_ends.append(part_ends + total)
+            line_ends.append(np.unique(part_ends) + total)  # repeats (blank lines, block ends) dropped
             with open(job[-1], "rb") as part:
                 while (ids := np.fromfile(part, dtype=np.int32, count=1 << 20)).size:
                     ids_file.write(to_global[ids].tobytes())
@@ -371,6 +371,8 @@ def _sentence_starts(line_ends: np.ndarray, max_len: int) -> np.ndarray:
     starts = np.concatenate([[0], ends[:-1]])
     lengths = ends - starts
     starts, lengths = starts[lengths > 0], lengths[lengths > 0]
+    if not lengths.size or lengths.max() <= max_len:  # no line to cut (lines always): fewer temporaries
+        return starts.astype(np.int64)
     pieces = (lengths + max_len - 1) // max_len
     line_of_piece = np.repeat(np.arange(starts.size), pieces)
     first_piece = np.cumsum(pieces) - pieces
