@@ -274,8 +274,8 @@ def _scan_texts(sources, lowercase: bool, ids_file: IO[bytes]) -> tuple[list[str
 # The scan's tokenising is Python (str.split, a dict): a corpus of more than PARALLEL_SCAN_BYTES
 # is cut into parts of about PART_BYTES (its files; an uncompressed file also at whitespace
 # inside it) scanned by one process per core, and their words and ids merged in order.
-PARALLEL_SCAN_BYTES = 64 << 20
-PART_BYTES = 32 << 20
+PARALLEL_SCAN_BYTES = 16 << 20
+PART_BYTES = 8 << 20
 
 
 def _parts(files: list[Path], part_bytes: int) -> list[tuple[Path, int, int | None, bool]]:
