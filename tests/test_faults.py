@@ -328,7 +328,7 @@ def test_row_files_of_a_split_table_are_read_by_range_and_checked(tmp_path):
         name = f"checkpoint-w_in-{a}-{b}.500.npz"
         np.savez(tmp_path / name, rows=table[a:b], where=np.array([a, b, 500]))
         files.append([name, a, b])
-    shards = RowShards(tmp_path, files, [40, 3], "w_in", 500)
+    shards = RowShards(tmp_path, files, [40, 3], 500)
     np.testing.assert_array_equal(np.asarray(shards), table)
     np.testing.assert_array_equal(shards[10:20], table[10:20])
     (tmp_path / files[2][0]).unlink()

@@ -334,8 +334,10 @@ def _scan_files(files: list[Path], lowercase: bool, ids_file: IO[bytes], work: P
     if processes is None:
         affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core
         processes = len(affinity(0)) if affinity else (os.cpu_count() or 1)
+    if processes < 2 or sum(f.stat().st_size for f in files) < PARALLEL_SCAN_BYTES:
+        return _scan(files, lowercase, ids_file)
     parts = _parts(files, PART_BYTES)
-    if processes < 2 or len(parts) < 2 or sum(f.stat().st_size for f in files) < PARALLEL_SCAN_BYTES:
+    if len(parts) < 2:
         return _scan(files, lowercase, ids_file)
     import multiprocessing
 

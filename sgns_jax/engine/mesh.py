@@ -73,11 +73,16 @@ def fetch(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def split_across_processes(x: Any) -> bool:
+    """Whether ``x`` is an array whose parts live on several processes (not a replica)."""
+    return isinstance(x, jax.Array) and not x.is_fully_addressable and not x.sharding.is_fully_replicated
+
+
 def fetch_whole(x: Any) -> np.ndarray:
     """The whole of an array as numpy on every process: a table whose rows are split across
     processes is gathered (the run's final vectors; checkpoints write each process's rows
     instead, ``train/checkpoint.py``)."""
-    if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.sharding.is_fully_replicated:
+    if split_across_processes(x):
         from jax.experimental import multihost_utils
 
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))

@@ -75,10 +75,6 @@ def check_checkpoint_dir(directory: str | Path, resume: bool) -> None:
     check_directory_writable(directory, "checkpoint directory")
 
 
-def _split_across_processes(x: Any) -> bool:
-    return isinstance(x, jax.Array) and not x.is_fully_addressable and not x.sharding.is_fully_replicated
-
-
 def _shard_name(table: str, start: int, stop: int, words: int) -> str:
     return f"checkpoint-{table}-{start}-{stop}.{words}.npz"
 
@@ -103,16 +99,15 @@ def save_checkpoint(directory: str | Path, state: TrainState, progress: Progress
     ``rows`` each table's rows without a sharded run's padding. Called by every process: each
     writes the rows it holds of tables split across processes, process 0 the rest and the
     commit file."""
-    from sgns_jax.engine.mesh import fetch
+    from sgns_jax.engine.mesh import fetch, split_across_processes
 
     rows = rows or {}
     path = checkpoint_path(directory)
-    procs = jax.process_count()
     try:
         Path(directory).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise storage_error(e, directory, "create") from None
-    split = {k: v for k, v in state.params.items() if _split_across_processes(v)}
+    split = {k: v for k, v in state.params.items() if split_across_processes(v)}
     shards: dict[str, list] = {}
     for k, v in split.items():
         n = rows.get(k, v.shape[0])
@@ -138,8 +133,7 @@ def save_checkpoint(directory: str | Path, state: TrainState, progress: Progress
         with atomic_open(path, "wb") as f:
             np.savez(f, **arrays)
         _delete_unnamed_row_files(directory, {f for files in shards.values() for f, _, _ in files})
-    if procs > 1:  # no process goes on (or exits, or resumes) before it is written
-        _sync(f"checkpoint {progress.words}")
+    _sync(f"checkpoint {progress.words}")  # no process goes on (or exits, or resumes) before it is written
     return path
 
 
@@ -164,8 +158,8 @@ class RowShards:
     """A table saved as row files: sliced by rows (``table[a:b]``), it reads only the files
     holding those rows; ``np.asarray`` reads them all."""
 
-    def __init__(self, directory: Path, files: list, shape: list, name: str, words: int):
-        self.directory, self.files, self.name, self.words = Path(directory), files, name, words
+    def __init__(self, directory: Path, files: list, shape: list, words: int):
+        self.directory, self.files, self.words = Path(directory), files, words
         self.shape, self.dtype = tuple(shape), np.dtype(np.float32)
         self.ndim = len(self.shape)
 
@@ -230,7 +224,7 @@ def load_checkpoint(directory: str | Path, template: TrainState,
                                       f"this run's output layer has {names}")
             params = {k: z[f"param/{k}"] for k in names if f"param/{k}" in z.files}
             words = meta["progress"]["words"]
-            params.update({k: RowShards(path.parent, files, meta["row_shapes"][k], k, words)
+            params.update({k: RowShards(path.parent, files, meta["row_shapes"][k], words)
                            for k, files in meta.get("row_files", {}).items()})
             for name, saved in params.items():
                 if saved.shape != template.params[name].shape:
