@@ -424,6 +424,31 @@ def test_steps_are_strided_through_the_chunk(tmp_path, layout):
     np.testing.assert_array_equal(chunk.arrays["words"], examples["pos"][:4])
 
 
+def test_scan_processes_do_not_run_the_callers_script_again(tmp_path):
+    """A script without an ``if __name__ == "__main__"`` guard encodes a corpus large enough
+    for scan processes (one part on one core, and parts on two): they are fresh interpreters,
+    not multiprocessing workers that import the caller's main module again (which ran the
+    script a second time: a traceback and no corpus)."""
+    import subprocess
+    import sys
+
+    corpus = write(tmp_path, TEXT * 40)
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import sgns_jax.data.corpus as c\n"
+        "c.SCAN_PROCESS_BYTES = 0\n"
+        "print('run', flush=True)\n"
+        "for parallel in (1 << 40, 0):  # one part; parts of 64 bytes on every core\n"
+        "    c.PARALLEL_SCAN_BYTES, c.PART_BYTES = parallel, 64\n"
+        "    c._scan = None  # the in-process scan must not run\n"
+        f"    print(len(c.encode_corpus({str(corpus)!r}, min_count=1, cache_dir=None).vocab))\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    n = len(encode_corpus(corpus, min_count=1).vocab)
+    assert done.stdout.split() == ["run", str(n), str(n)]
+
+
 def test_a_large_corpus_scanned_on_every_core_gives_one_pass_result(tmp_path, monkeypatch):
     """Parts scanned by worker processes — the files of a folder, a plain file cut at
     whitespace inside its lines (a 3,000-token line among short ones, blank lines, tabs), a
@@ -447,6 +472,7 @@ def test_a_large_corpus_scanned_on_every_core_gives_one_pass_result(tmp_path, mo
 
     def encode(cache, parallel):
         monkeypatch.setattr(corpus_mod, "PARALLEL_SCAN_BYTES", 0 if parallel else 1 << 40)
+        monkeypatch.setattr(corpus_mod, "SCAN_PROCESS_BYTES", 0 if parallel else 1 << 40)
         monkeypatch.setattr(corpus_mod, "PART_BYTES", 2000)
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
         if parallel:  # the one-pass scan must not run

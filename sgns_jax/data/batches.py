@@ -25,6 +25,7 @@ from sgns_jax.errors import ConfigError
 Layout = Literal["pairs", "windows"]
 Pipeline = Literal["host", "device"]
 PIPELINES: tuple[Pipeline, ...] = ("host", "device")  # where a run's batches can be made
+BLOCK_TOKENS = {"host": 1 << 15, "device": 1 << 17}
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,10 @@ class BatchSpec:
     window: int = 5
     sample: float = 1e-3
     seed: int = 0
-    # Small blocks keep the pipeline's temporaries small (docs/performance_notes.md).
-    block_tokens: int = 1 << 17
+    # Tokens per block; None: the pipeline's own. The host pipeline turns a block into examples
+    # with numpy temporaries of ~0.4 KB a token, kept by the heap between blocks: small blocks
+    # keep them small (docs/performance_notes.md). The device pipeline sends a block per call.
+    block_tokens: int | None = None
     sentence_words: int = 1000  # word2vec's MAX_SENTENCE_LENGTH, in kept (subsampled) words
     # "device": blocks of ids, the examples made on the device (data/device_batches.py).
     pipeline: Pipeline = "host"
@@ -56,6 +59,8 @@ class BatchSpec:
             raise ConfigError(f"sample must be >= 0, got {self.sample}")
         if self.pipeline not in PIPELINES:
             raise ConfigError(f"pipeline must be 'host' or 'device', got {self.pipeline!r}")
+        if self.block_tokens is None:
+            object.__setattr__(self, "block_tokens", BLOCK_TOKENS[self.pipeline])
 
 
     def zero_chunk(self) -> dict[str, np.ndarray]:

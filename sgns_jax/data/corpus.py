@@ -276,6 +276,11 @@ def _scan_texts(sources, lowercase: bool, ids_file: IO[bytes]) -> tuple[list[str
 # inside it) scanned by one process per core, and their words and ids merged in order.
 PARALLEL_SCAN_BYTES = 16 << 20
 PART_BYTES = 8 << 20
+# From SCAN_PROCESS_BYTES up a corpus is scanned in another process even when it is one part:
+# the scan's millions of short-lived token strings leave Python's small-object arenas pinned
+# by the few that live on (the words), ~35 MB on mid.txt.gz (12 MB file) kept by the training
+# process for its whole run; a scan process gives them back when it exits.
+SCAN_PROCESS_BYTES = 4 << 20
 
 
 def _parts(files: list[Path], part_bytes: int) -> list[tuple[Path, int, int | None, bool]]:
@@ -307,12 +312,6 @@ def _parts(files: list[Path], part_bytes: int) -> list[tuple[Path, int, int | No
     return parts
 
 
-def _ignore_sigint() -> None:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the scan (and its workers)
-
-
 def _scan_part(job: tuple) -> tuple[list[str], np.ndarray, np.ndarray, int, list[str]]:
     """A worker process: one part scanned into ``ids_path``, with its words (in its own
     first-occurrence order), counts, line ends, tokens and warnings."""
@@ -328,28 +327,27 @@ def _scan_part(job: tuple) -> tuple[list[str], np.ndarray, np.ndarray, int, list
 
 def _scan_files(files: list[Path], lowercase: bool, ids_file: IO[bytes], work: Path,
                 processes: int | None = None) -> tuple[list[str], np.ndarray, np.ndarray, int]:
-    """``_scan``, on every core where the corpus is large: the parts' results equal one
-    pass's — a part's new words are numbered after every earlier part's, in the order they
-    first occur in it, which is the order one pass meets them."""
+    """``_scan``, in scan processes where the corpus is not small, on every core where it is
+    large: the parts' results equal one pass's — a part's new words are numbered after every
+    earlier part's, in the order they first occur in it, which is the order one pass meets
+    them."""
     if processes is None:
         affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core
         processes = len(affinity(0)) if affinity else (os.cpu_count() or 1)
-    if processes < 2 or sum(f.stat().st_size for f in files) < PARALLEL_SCAN_BYTES:
+    size = sum(f.stat().st_size for f in files)
+    if size < SCAN_PROCESS_BYTES:
         return _scan(files, lowercase, ids_file)
-    parts = _parts(files, PART_BYTES)
-    if len(parts) < 2:
-        return _scan(files, lowercase, ids_file)
-    import multiprocessing
-
+    if processes >= 2 and size >= PARALLEL_SCAN_BYTES:
+        parts = _parts(files, PART_BYTES)
+    else:
+        parts = [(path, 0, None, True) for path in files]
     jobs = [(str(path), a, b, ends, lowercase, str(work / f"part-{i}.i32"))
             for i, (path, a, b, ends) in enumerate(parts)]
     index: dict[str, int] = {}
     counts = np.zeros(0, dtype=np.int64)
     line_ends, total, warned = [], 0, set()
-    # spawn: a fork of a process running JAX's threads can deadlock.
-    with multiprocessing.get_context("spawn").Pool(min(processes, len(jobs)), _ignore_sigint) as pool:
-        for job, (words, part_counts, part_ends, part_total, messages) in zip(
-                jobs, pool.imap(_scan_part, jobs)):
+    with _ScanProcesses(min(processes, len(jobs)), jobs) as results:
+        for job, (words, part_counts, part_ends, part_total, messages) in zip(jobs, results):
             for message in messages[:1]:
                 if job[0] not in warned:  # once per file, as one pass warns
                     warned.add(job[0])
@@ -365,6 +363,71 @@ def _scan_files(files: list[Path], lowercase: bool, ids_file: IO[bytes], work: P
             os.unlink(job[-1])
             total += part_total
     return list(index), counts, np.concatenate(line_ends), total
+
+
+class _ScanProcesses:
+    """``processes`` scan processes (``sgns_jax/data/scan_worker.py``) working through
+    ``jobs``, job ``i`` on process ``i mod processes``; iterating yields the results in job
+    order. Each process is handed its next job as it returns one (two ahead), so neither side
+    ever waits on a full pipe while the other waits on it. Leaving the ``with`` block,
+    normally or not (an error, a Ctrl-C), stops them all."""
+
+    AHEAD = 2
+
+    def __init__(self, processes: int, jobs: list[tuple]):
+        import pickle
+        import subprocess
+        import sys
+
+        self.jobs, self._pickle = jobs, pickle
+        env = dict(os.environ)  # the package from wherever this copy of it was imported
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        # Their own session: a Ctrl-C at the terminal reaches this process only, which stops
+        # them (and if this process is killed, they see their input close and exit).
+        self.procs = [subprocess.Popen([sys.executable, "-m", "sgns_jax.data.scan_worker"],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                                       start_new_session=True) for _ in range(processes)]
+        try:
+            for i in range(min(len(jobs), self.AHEAD * processes)):
+                self._send(i)
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _send(self, i: int) -> None:
+        proc = self.procs[i % len(self.procs)]
+        self._pickle.dump(self.jobs[i], proc.stdin)
+        proc.stdin.flush()
+        if i + len(self.procs) >= len(self.jobs):  # its last job
+            proc.stdin.close()
+
+    def __enter__(self) -> Iterator[tuple]:
+        return self._results()
+
+    def _results(self) -> Iterator[tuple]:
+        for i in range(len(self.jobs)):
+            proc = self.procs[i % len(self.procs)]
+            try:
+                status, value = self._pickle.load(proc.stdout)
+            except EOFError:
+                raise CorpusError(f"a corpus scan process ended without its result (exit code "
+                                  f"{proc.wait()}) while reading {self.jobs[i][0]}") from None
+            if status == "error":
+                raise value
+            if i + self.AHEAD * len(self.procs) < len(self.jobs):
+                self._send(i + self.AHEAD * len(self.procs))
+            yield value
+
+    def __exit__(self, *exc) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in self.procs:
+            proc.wait()
+            for stream in (proc.stdin, proc.stdout):
+                with contextlib.suppress(OSError):
+                    stream.close()
 
 
 def _sentence_starts(line_ends: np.ndarray, max_len: int) -> np.ndarray:

@@ -158,6 +158,7 @@ def build_run(cfg: TrainConfig, corpus: Corpus | None = None) -> Run:
     if cfg.run.resume and checkpoint_path(cfg.run.checkpoint_dir).exists():
         state, progress, _ = load_checkpoint(cfg.run.checkpoint_dir, state,
                                              {"config": cfg.to_dict(), "corpus": corpus.fingerprint})
+    release_free_memory()  # the random tables' temporaries (a table's worth)
     state = runner.place(state)
     t = time.perf_counter()
     runner.compile(state, spec.zero_chunk())  # before the clock: training time is steady-state
