@@ -292,17 +292,13 @@ def workers(path):
     import sgns_jax.engine.workers as workers_mod
 
     out = {}
-    # chunks per worker (worker 0 gets r chunks, worker 1 the rest: 1) × the merges: whole
-    # tables in one block, whole tables in blocks of a few rows (the last one overlapping the
-    # one before: V is not a multiple of them), touched rows.
-    for r, merge in ((1, "whole"), (2, "whole"), (1, "blocks"), (2, "blocks"), (1, "rows"), (2, "rows")):
-        workers_mod.WHOLE_TABLE_MERGE_BYTES = 0 if merge == "rows" else (1 << 40)
-        # 224 bytes: 7 rows of 8 floats a block; 40 words: 6 blocks, the last one 2 rows back.
-        workers_mod.MERGE_BLOCK_BYTES = 224 if merge == "blocks" else (4 << 20)
+    # chunks per worker (worker 0 gets r chunks, worker 1 the rest: 1) × the two merges.
+    for r, merge in ((1, "whole"), (2, "whole"), (1, "rows"), (2, "rows")):
+        workers_mod.WHOLE_TABLE_MERGE_BYTES = (1 << 40) if merge == "whole" else 0
         group = chunks[:r + 1]
         streams = WorkerStreams(fn, jax.devices()[:2], key, t, r)
         merged, _, _ = streams.round(streams.place(fresh()), group)
-        assert streams.whole_tables == (merge != "rows")
+        assert streams.whole_tables == (merge == "whole")
         case = f"{r}_{merge}"
         parts = [run(fresh(), group[:r]), run(fresh(r * t), group[r:])]
         expected = {k: params[k] + sum(np.asarray(p.params[k]) - params[k] for p in parts)
@@ -315,8 +311,7 @@ def workers(path):
                                         for rep in streams.replicas for k in params)
         out[f"moved_r{case}"] = min(float(np.abs(np.asarray(p.params["w_in"]) - params["w_in"]).max())
                                  for p in parts)
-    workers_mod.WHOLE_TABLE_MERGE_BYTES, workers_mod.MERGE_BLOCK_BYTES = 48 << 20, 4 << 20
-    out["vocab"] = (len(corpus.vocab), params["w_in"].shape[1])
+    workers_mod.WHOLE_TABLE_MERGE_BYTES = 48 << 20
     runs = [train(config(path, loss={"name": "ns", "negative_mode": "pair"},
                          run={"epochs": 2, "quiet": True, "parallelism": p, "devices": w}))
             for p, w in (("workers", 2), ("workers", 2), ("single", 1))]

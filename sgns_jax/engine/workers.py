@@ -31,8 +31,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax import lax
 
 from sgns_jax.engine.step import TrainState
 
@@ -42,11 +40,6 @@ from sgns_jax.engine.step import TrainState
 # the touched rows plus a bitmap scatter in every step, which costs more than it saves until the
 # vocabulary is large (docs/performance_notes.md).
 WHOLE_TABLE_MERGE_BYTES = 48 << 20
-# A table merged whole is merged a block of rows at a time, each block finished before the next
-# starts: the rows moved between devices and the merged rows then take a block's memory, not a
-# table's. Whole tables at once held two extra table copies at a round's end (plus the holes
-# they left in the heap): 60–100 MB of the peak on mid.txt.gz (docs/bench_memory.md).
-MERGE_BLOCK_BYTES = 4 << 20
 
 
 def _merge_rows(base_RxD: jax.Array, first_RxD: jax.Array, ids_N: jax.Array,
@@ -65,23 +58,12 @@ def _merge_rows(base_RxD: jax.Array, first_RxD: jax.Array, ids_N: jax.Array,
             first_RxD.at[ids_N].set(merged_NxD, mode="drop"), merged_NxD)
 
 
-def _merge_block(base_RxD: jax.Array, first_RxD: jax.Array, start: jax.Array, rows: int,
-                 *other_rows_BxD: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Rows ``start … start + rows`` of ``base + Σ_w (worker_w − base)`` (the first worker's
-    table on this device, the others' rows moved here), written into ``base`` and the first
-    worker's table in place (both donated). Returns (base, first worker's table, merged rows)."""
-    b_BxD = lax.dynamic_slice_in_dim(base_RxD, start, rows)
-    merged_BxD = lax.dynamic_slice_in_dim(first_RxD, start, rows) + sum(w - b_BxD for w in other_rows_BxD)
-    return (lax.dynamic_update_slice_in_dim(base_RxD, merged_BxD, start, 0),
-            lax.dynamic_update_slice_in_dim(first_RxD, merged_BxD, start, 0), merged_BxD)
-
-
-def _slice_rows(table_RxD: jax.Array, start: jax.Array, rows: int) -> jax.Array:
-    return lax.dynamic_slice_in_dim(table_RxD, start, rows)
-
-
-def _write_rows(table_RxD: jax.Array, start: jax.Array, rows_BxD: jax.Array) -> jax.Array:
-    return lax.dynamic_update_slice_in_dim(table_RxD, rows_BxD, start, 0)
+def _merge_tables(base_RxD: jax.Array, first_RxD: jax.Array, *other_RxD: jax.Array
+                  ) -> tuple[jax.Array, jax.Array]:
+    """``base + Σ_w (worker_w − base)`` over the whole table, twice: the new base, and the first
+    worker's next replica (a separate buffer: the chunk donates its replica)."""
+    merged_RxD = first_RxD + sum(w - base_RxD for w in other_RxD)
+    return merged_RxD, jnp.copy(merged_RxD)
 
 
 def _take_rows(table_RxD: jax.Array, ids_N: jax.Array) -> jax.Array:
@@ -134,9 +116,7 @@ class WorkerStreams:
         self.chunks_per_worker = chunks_per_worker
         self.replicas: list[TrainState] = []
         self.merge_rows = jax.jit(_merge_rows, donate_argnums=(0, 1))
-        self.merge_block = jax.jit(_merge_block, static_argnums=(3,), donate_argnums=(0, 1))
-        self.slice_rows = jax.jit(_slice_rows, static_argnums=(2,))
-        self.write_rows = jax.jit(_write_rows, donate_argnums=(0,))
+        self.merge_tables = jax.jit(_merge_tables, donate_argnums=(0, 1))
         # Small tables merge whole: cheaper than marking every step's rows and gathering them.
         self.whole_tables = True
         self.take_rows = jax.jit(_take_rows)
@@ -157,8 +137,8 @@ class WorkerStreams:
         return base
 
     def compile(self, state: TrainState, arrays: Mapping[str, Any]) -> None:
-        """Compile the chunk for every worker's device without running it (the merges, small,
-        compile when first needed)."""
+        """Compile the chunk for every worker's device, and the whole-table merge, without
+        running them (merges of fewer rows compile when first needed)."""
         def on(device, tree):
             sharding = jax.sharding.SingleDeviceSharding(device)
             return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
@@ -173,27 +153,21 @@ class WorkerStreams:
                                        for k, v in state.params.items()})
 
     def _merge_whole(self, table: str, params: dict, replicas: list[dict], touched: list) -> None:
-        """Merge ``table`` whole into ``params`` (the base) and every replica, in place, block
-        of rows by block (``MERGE_BLOCK_BYTES``): the other workers' rows are moved to the first
-        device, merged there into the base and the first replica, and the merged rows written
-        back into every other replica. A block is done before the next is started, so at most
-        a few blocks are held beside the tables."""
+        """Merge ``table`` whole into ``params`` (the base) and every replica, in place. The
+        other workers' tables are moved to the first device (their buffers donated: each is
+        replaced by the merged table below), so a table is never held more than once extra."""
         first = self.devices[0]
-        rows = params[table].shape[0]
-        blocks = max(1, -(-params[table].nbytes // MERGE_BLOCK_BYTES))
-        block = -(-rows // blocks)  # rows per block, equal for all: one compile per table shape
-        for a in range(0, rows, block):
-            # The last block ends at the table's end, so it may repeat rows of the one before,
-            # already merged everywhere: merged again they stay as they are (m + (m − m) = m).
-            n, start = block, np.int32(min(a, rows - block))
-            others = [jax.device_put(self.slice_rows(replicas[w][table], start, n), first)
-                      for w in range(1, len(touched))]
-            params[table], replicas[0][table], merged = self.merge_block(
-                params[table], replicas[0][table], start, n, *others)
-            for w, device in enumerate(self.devices[1:], start=1):
-                replicas[w][table] = self.write_rows(replicas[w][table], start,
-                                                     jax.device_put(merged, device))
-            jax.block_until_ready([rep[table] for rep in replicas])
+        others = []
+        for w in range(1, len(touched)):
+            others.append(jax.device_put(replicas[w][table], first, donate=True))
+            replicas[w][table] = None
+        params[table], replicas[0][table] = self.merge_tables(params[table], replicas[0][table], *others)
+        del others
+        for w, device in enumerate(self.devices[1:], start=1):
+            replicas[w][table] = None
+            replicas[w][table] = jax.device_put(params[table], device)
+        # One table at a time: the next table's moves start once this one's buffers are freed.
+        jax.block_until_ready([rep[table] for rep in replicas])
 
     def _merge_touched(self, table: str, params: dict, replicas: list[dict], touched: list) -> None:
         """Merge only the rows of ``table`` some worker touched this round (``touched``: each
