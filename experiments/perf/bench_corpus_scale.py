@@ -100,11 +100,38 @@ def vm_hwm_mb():
     # build_vocab then both read exactly that).
     with open("/proc/self/status") as f:
         return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next((int(l.split()[1]) for l in f if l.startswith("VmRSS:")), 0) / 1024
+def _sample():
+    # Every 50 ms: this process's RSS with its children's (the scan processes), and the largest
+    # child's: a sampled peak (ru_maxrss would count a child's size before its exec).
+    import os, threading
+    global with_children, largest_child
+    with_children = largest_child = 0.0
+    def run():
+        global with_children, largest_child
+        while True:
+            sizes = []
+            for task in os.listdir("/proc/self/task"):
+                try:
+                    pids = open(f"/proc/self/task/{task}/children").read().split()
+                except OSError:
+                    continue
+                for pid in pids:
+                    try:
+                        sizes.append(rss_mb(pid))
+                    except OSError:
+                        pass
+            with_children = max(with_children, rss_mb("self") + sum(sizes))
+            largest_child = max([largest_child, *sizes])
+            time.sleep(0.05)
+    threading.Thread(target=run, daemon=True).start()
+_sample()
 def done(**kw):
     kw["peak_rss_mb"] = vm_hwm_mb()
-    # An upper bound on the processes it started and waited for (the scan's workers on a large
-    # corpus): ru_maxrss, which includes what each was before its exec (its parent's size).
-    kw["children_peak_rss_mb_bound"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    kw["peak_with_children_mb_sampled"] = max(with_children, kw["peak_rss_mb"])
+    kw["largest_child_rss_mb_sampled"] = largest_child
     print("RESULT " + json.dumps(kw))
 """
 

@@ -368,16 +368,19 @@ def _scan_files(files: list[Path], lowercase: bool, ids_file: IO[bytes], work: P
 class _ScanProcesses:
     """``processes`` scan processes (``sgns_jax/data/scan_worker.py``) working through
     ``jobs``, job ``i`` on process ``i mod processes``; iterating yields the results in job
-    order. Each process is handed its next job as it returns one (two ahead), so neither side
-    ever waits on a full pipe while the other waits on it. Leaving the ``with`` block,
-    normally or not (an error, a Ctrl-C), stops them all."""
+    order. Each process is handed its next job as it returns one (two ahead), and a thread per
+    process reads its results as they come (a process never waits, its result half written,
+    for this one to finish the part before). Leaving the ``with`` block, normally or not (an
+    error, a Ctrl-C), stops them all."""
 
     AHEAD = 2
 
     def __init__(self, processes: int, jobs: list[tuple]):
         import pickle
+        import queue
         import subprocess
         import sys
+        import threading
 
         self.jobs, self._pickle = jobs, pickle
         env = dict(os.environ)  # the package from wherever this copy of it was imported
@@ -388,12 +391,23 @@ class _ScanProcesses:
         self.procs = [subprocess.Popen([sys.executable, "-m", "sgns_jax.data.scan_worker"],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                                        start_new_session=True) for _ in range(processes)]
+        self.replies = [queue.SimpleQueue() for _ in self.procs]
+        for proc, replies in zip(self.procs, self.replies):
+            threading.Thread(target=self._read, args=(proc, replies), daemon=True).start()
         try:
             for i in range(min(len(jobs), self.AHEAD * processes)):
                 self._send(i)
         except BaseException:
             self.__exit__()
             raise
+
+    def _read(self, proc, replies) -> None:
+        while True:
+            try:
+                replies.put(self._pickle.load(proc.stdout))
+            except Exception:  # EOF (the process ended) or a reply cut short: the end of its replies
+                replies.put(None)
+                return
 
     def _send(self, i: int) -> None:
         proc = self.procs[i % len(self.procs)]
@@ -408,11 +422,11 @@ class _ScanProcesses:
     def _results(self) -> Iterator[tuple]:
         for i in range(len(self.jobs)):
             proc = self.procs[i % len(self.procs)]
-            try:
-                status, value = self._pickle.load(proc.stdout)
-            except EOFError:
+            reply = self.replies[i % len(self.procs)].get()
+            if reply is None:
                 raise CorpusError(f"a corpus scan process ended without its result (exit code "
-                                  f"{proc.wait()}) while reading {self.jobs[i][0]}") from None
+                                  f"{proc.wait()}) while reading {self.jobs[i][0]}")
+            status, value = reply
             if status == "error":
                 raise value
             if i + self.AHEAD * len(self.procs) < len(self.jobs):
@@ -425,9 +439,8 @@ class _ScanProcesses:
                 proc.kill()
         for proc in self.procs:
             proc.wait()
-            for stream in (proc.stdin, proc.stdout):
-                with contextlib.suppress(OSError):
-                    stream.close()
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
 
 
 def _sentence_starts(line_ends: np.ndarray, max_len: int) -> np.ndarray:
