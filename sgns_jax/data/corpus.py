@@ -32,7 +32,7 @@ from array import array
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterable, Iterator
 
 import numpy as np
 
@@ -325,18 +325,22 @@ def _scan_part(job: tuple) -> tuple[list[str], np.ndarray, np.ndarray, int, list
                                              if issubclass(w.category, NotUtf8Warning)]
 
 
-def _scan_files(files: list[Path], lowercase: bool, ids_file: IO[bytes], work: Path,
-                processes: int | None = None) -> tuple[list[str], np.ndarray, np.ndarray, int]:
+def _scan_files(files: list[Path], lowercase: bool, ids_file: IO[bytes], ends_file: IO[bytes],
+                work: Path, processes: int | None = None) -> tuple[list[str], np.ndarray, int]:
     """``_scan``, in scan processes where the corpus is not small, on every core where it is
     large: the parts' results equal one pass's — a part's new words are numbered after every
     earlier part's, in the order they first occur in it, which is the order one pass meets
-    them."""
+    them. The line ends (int64, in provisional token offsets, non-decreasing, repeats allowed)
+    go to ``ends_file``: 8 bytes a line, which a large corpus of short lines would otherwise
+    hold in memory several times over. Returns the words, their counts and the token count."""
     if processes is None:
         affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core
         processes = len(affinity(0)) if affinity else (os.cpu_count() or 1)
     size = sum(f.stat().st_size for f in files)
     if size < SCAN_PROCESS_BYTES:
-        return _scan(files, lowercase, ids_file)
+        words, counts, line_ends, total = _scan(files, lowercase, ids_file)
+        ends_file.write(line_ends.tobytes())
+        return words, counts, total
     if processes >= 2 and size >= PARALLEL_SCAN_BYTES:
         parts = _parts(files, PART_BYTES)
     else:
@@ -345,7 +349,7 @@ def _scan_files(files: list[Path], lowercase: bool, ids_file: IO[bytes], work: P
             for i, (path, a, b, ends) in enumerate(parts)]
     index: dict[str, int] = {}
     counts = np.zeros(0, dtype=np.int64)
-    line_ends, total, warned = [], 0, set()
+    total, warned = 0, set()
     with _ScanProcesses(min(processes, len(jobs)), jobs) as results:
         for job, (words, part_counts, part_ends, part_total, messages) in zip(jobs, results):
             for message in messages[:1]:
@@ -356,13 +360,13 @@ def _scan_files(files: list[Path], lowercase: bool, ids_file: IO[bytes], work: P
                                     dtype=np.int32, count=len(words))
             counts = np.concatenate([counts, np.zeros(len(index) - counts.size, np.int64)])
             counts[to_global] += part_counts
-            line_ends.append(np.unique(part_ends) + total)  # repeats (blank lines, block ends) dropped
+            ends_file.write((np.unique(part_ends) + total).tobytes())  # repeats (blank lines, block ends) dropped
             with open(job[-1], "rb") as part:
                 while (ids := np.fromfile(part, dtype=np.int32, count=1 << 20)).size:
                     ids_file.write(to_global[ids].tobytes())
             os.unlink(job[-1])
             total += part_total
-    return list(index), counts, np.concatenate(line_ends), total
+    return list(index), counts, total
 
 
 class _ScanProcesses:
@@ -445,17 +449,50 @@ class _ScanProcesses:
 
 def _sentence_starts(line_ends: np.ndarray, max_len: int) -> np.ndarray:
     """Starts of the non-empty pieces of lines ``[end_{i-1}, end_i)`` cut every ``max_len``."""
-    ends = np.unique(line_ends)
-    starts = np.concatenate([[0], ends[:-1]])
-    lengths = ends - starts
-    starts, lengths = starts[lengths > 0], lengths[lengths > 0]
-    if not lengths.size or lengths.max() <= max_len:  # no line to cut (lines always): fewer temporaries
-        return starts.astype(np.int64)
-    pieces = (lengths + max_len - 1) // max_len
-    line_of_piece = np.repeat(np.arange(starts.size), pieces)
-    first_piece = np.cumsum(pieces) - pieces
-    within = np.arange(pieces.sum()) - first_piece[line_of_piece]
-    return (starts[line_of_piece] + within * max_len).astype(np.int64)
+    return np.concatenate([*_pieces([line_ends], max_len), np.zeros(0, np.int64)])
+
+
+def _pieces(end_blocks: Iterable[np.ndarray], max_len: int) -> Iterator[np.ndarray]:
+    """``_sentence_starts`` of the line ends given block by block (each non-decreasing and
+    after the block before, repeats allowed), block by block: memory for one block only."""
+    last = 0  # the end of the last line so far (the first line starts at 0)
+    for block in end_blocks:
+        ends = np.unique(block)
+        ends = ends[ends > last]  # repeats of the last end, and empty lines at the start
+        if not ends.size:
+            continue
+        starts = np.concatenate([[last], ends[:-1]]).astype(np.int64)
+        last = int(ends[-1])
+        lengths = ends - starts
+        if lengths.max() <= max_len:  # no line to cut (lines always): fewer temporaries
+            yield starts
+            continue
+        pieces = (lengths + max_len - 1) // max_len
+        line_of_piece = np.repeat(np.arange(starts.size), pieces)
+        first_piece = np.cumsum(pieces) - pieces
+        within = np.arange(pieces.sum()) - first_piece[line_of_piece]
+        yield (starts[line_of_piece] + within * max_len).astype(np.int64)
+
+
+def _int64_blocks(path: Path, count: int = 1 << 20) -> Iterator[np.ndarray]:
+    with open(path, "rb") as f:
+        while (block := np.fromfile(f, dtype=np.int64, count=count)).size:
+            yield block
+
+
+def _save_blocks(path: Path, blocks: Iterable[np.ndarray], work: Path) -> None:
+    """``np.save(path, np.concatenate(blocks))`` (int64) without holding the blocks: they go
+    to a raw file first, then behind the .npy header once their length is known."""
+    raw = work / (path.name + ".raw")
+    with open(raw, "wb") as f:
+        for block in blocks:
+            f.write(np.ascontiguousarray(block, dtype=np.int64).tobytes())
+    with open(path, "wb") as out, open(raw, "rb") as f:
+        np.lib.format.write_array_header_1_0(
+            out, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int64)),
+                  "fortran_order": False, "shape": (os.path.getsize(raw) // 8,)})
+        shutil.copyfileobj(f, out, 1 << 22)
+    os.unlink(raw)
 
 
 def encode_corpus(
@@ -582,9 +619,9 @@ def _encode(files: list[Path], work: Path, lowercase: bool, min_count: int,
             max_vocab: int | None, max_final_vocab: int | None, max_sentence_length: int,
             durable: bool) -> Corpus:
     """Encode into ``work``; ``durable``: fsync every file, for an entry that will be kept."""
-    prov_path = work / "provisional.i32"
-    with open(prov_path, "wb") as f:
-        words, counts, line_ends, total = _scan_files(files, lowercase, f, work)
+    prov_path, ends_path = work / "provisional.i32", work / "line_ends.i64"
+    with open(prov_path, "wb") as f, open(ends_path, "wb") as ends_file:
+        words, counts, total = _scan_files(files, lowercase, f, ends_file, work)
     if total == 0:
         raise CorpusError(f"corpus is empty (no tokens): {files[0] if len(files) == 1 else files[0].parent}")
     vocab = Vocabulary.from_counts(words, counts, min_count=min_count, max_vocab=max_vocab,
@@ -594,32 +631,45 @@ def _encode(files: list[Path], work: Path, lowercase: bool, min_count: int,
     remap = np.fromiter((get(w, -1) for w in words), dtype=np.int32, count=len(words))  # provisional → final id
     kept_total = int(counts[remap >= 0].sum())
 
-    kept_before = np.zeros(0, dtype=np.int64)  # kept tokens before each line end
-    chunks = []
-    pos = 0
     step = 1 << 20  # 1M tokens at a time: temporaries bounded (~20 MB) whatever the corpus size
     # Written with write(), not through a memory map: a full disk is then an OSError, where a
     # write into a mapped page kills the process with SIGBUS.
     # The provisional ids are read, not memory-mapped: a mapped file's pages stay resident as
-    # they are read, so the peak RSS would grow with the corpus (542 MB at 100 M tokens).
-    with open(prov_path, "rb") as prov, open(work / "ids.npy", "wb") as ids:
+    # they are read, so the peak RSS would grow with the corpus (542 MB at 100 M tokens). The
+    # line ends are read alongside, a block at a time, and their kept-token offsets written to
+    # a file: a corpus of many short lines holds none of them in memory.
+    kept_ends_path = work / "kept_line_ends.i64"
+    with open(prov_path, "rb") as prov, open(work / "ids.npy", "wb") as ids, \
+            open(kept_ends_path, "wb") as kept_ends:
         np.lib.format.write_array_header_1_0(
             ids, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int32)),
                   "fortran_order": False, "shape": (kept_total,)})
+        ends_blocks = _int64_blocks(ends_path)
+        ends = np.zeros(0, np.int64)  # line ends read and not yet placed
+        pos = 0
         for start in range(0, total, step):
             mapped = remap[np.fromfile(prov, dtype=np.int32, count=min(step, total - start))]
             keep = mapped >= 0
             ids.write(mapped[keep].tobytes())
             # Line ends that fall in this block, translated into kept-token coordinates.
-            sel = line_ends[(line_ends > start) & (line_ends <= start + step)]
+            while ends.size == 0 or ends[-1] <= start + step:
+                more = next(ends_blocks, None)
+                if more is None:
+                    break
+                ends = np.concatenate([ends, more])
+            here = int(np.searchsorted(ends, start + step, side="right"))
+            sel, ends = ends[:here], ends[here:]
+            sel = sel[sel > start]  # an end at 0 (empty first lines) has no token before it
             csum = np.concatenate([[0], np.cumsum(keep)])
-            chunks.append(pos + csum[sel - start])
+            kept_ends.write((pos + csum[sel - start]).astype(np.int64).tobytes())
             pos += int(keep.sum())
+        kept_ends.write(np.array([kept_total], np.int64).tobytes())
     os.unlink(prov_path)
-    kept_line_ends = np.concatenate(chunks) if chunks else kept_before
-    line_ends = np.append(kept_line_ends, kept_total)
-    np.save(work / "sentence_starts.npy", _sentence_starts(line_ends, max_sentence_length))
-    np.save(work / "line_starts.npy", _sentence_starts(line_ends, max(kept_total, 1)))
+    os.unlink(ends_path)
+    _save_blocks(work / "sentence_starts.npy",
+                 _pieces(_int64_blocks(kept_ends_path), max_sentence_length), work)
+    _save_blocks(work / "line_starts.npy", _pieces(_int64_blocks(kept_ends_path), max(kept_total, 1)), work)
+    os.unlink(kept_ends_path)
     vocab.save(work / "vocab.txt")
     # meta.json last, with what every file must be: an entry is complete only with it.
     sums = {}
