@@ -313,8 +313,8 @@ def _parts(files: list[Path], part_bytes: int) -> list[tuple[Path, int, int | No
 
 
 def _scan_part(job: tuple) -> tuple[list[str], np.ndarray, np.ndarray, int, list[str]]:
-    """A worker process: one part scanned into ``ids_path``, with its words (in its own
-    first-occurrence order), counts, line ends, tokens and warnings."""
+    """A scan process's job (``scan_worker.py``): one part scanned into ``ids_path``, with its
+    words (in its own first-occurrence order), counts, line ends, tokens and warnings."""
     path, start, end, file_ends, lowercase, ids_path = job
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
