@@ -387,18 +387,23 @@ class _ScanProcesses:
         import threading
 
         self.jobs, self._pickle = jobs, pickle
-        env = dict(os.environ)  # the package from wherever this copy of it was imported
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-        # Their own session: a Ctrl-C at the terminal reaches this process only, which stops
-        # them (and if this process is killed, they see their input close and exit).
-        self.procs = [subprocess.Popen([sys.executable, "-m", "sgns_jax.data.scan_worker"],
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-                                       start_new_session=True) for _ in range(processes)]
-        self.replies = [queue.SimpleQueue() for _ in self.procs]
-        for proc, replies in zip(self.procs, self.replies):
-            threading.Thread(target=self._read, args=(proc, replies), daemon=True).start()
+        # The scan processes import from exactly this process's sys.path (as multiprocessing's
+        # spawn does), set before anything of ours is imported (-P: not the current folder
+        # first, where a json.py would be found before the standard library's).
+        paths = json.dumps([os.path.abspath(p) if p else os.getcwd() for p in sys.path])
+        stub = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
+                "from sgns_jax.data.scan_worker import main; main()")
+        self.procs: list = []
+        self.replies = [queue.SimpleQueue() for _ in range(processes)]
         try:
+            for replies in self.replies:
+                # Their own session: a Ctrl-C at the terminal reaches this process only, which
+                # stops them (and if this process is killed, they see their pipes close and
+                # exit after the part at hand).
+                proc = subprocess.Popen([sys.executable, "-P", "-c", stub, paths], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, start_new_session=True)
+                self.procs.append(proc)
+                threading.Thread(target=self._read, args=(proc, replies), daemon=True).start()
             for i in range(min(len(jobs), self.AHEAD * processes)):
                 self._send(i)
         except BaseException:
@@ -427,7 +432,8 @@ class _ScanProcesses:
         for i in range(len(self.jobs)):
             proc = self.procs[i % len(self.procs)]
             reply = self.replies[i % len(self.procs)].get()
-            if reply is None:
+            if reply is None:  # it ended, or its reply could not be read: stop it either way
+                proc.kill()
                 raise CorpusError(f"a corpus scan process ended without its result (exit code "
                                   f"{proc.wait()}) while reading {self.jobs[i][0]}")
             status, value = reply

@@ -1,5 +1,5 @@
-"""A corpus scan process: ``python -m sgns_jax.data.scan_worker``, started by
-:func:`sgns_jax.data.corpus._scan_files`.
+"""A corpus scan process: ``main`` run in a fresh interpreter by
+:class:`sgns_jax.data.corpus._ScanProcesses` (with the parent's ``sys.path``).
 
 It reads jobs (pickled tuples, see ``corpus._scan_part``) from its standard input until that
 closes, scans each part of the corpus into the ids file the job names, and writes one pickled
