@@ -361,9 +361,8 @@ def _scan_files(files: list[Path], lowercase: bool, ids_file: IO[bytes], ends_fi
             counts = np.concatenate([counts, np.zeros(len(index) - counts.size, np.int64)])
             counts[to_global] += part_counts
             ends_file.write((np.unique(part_ends) + total).tobytes())  # repeats (blank lines, block ends) dropped
-            with open(job[-1], "rb") as part:
-                while (ids := np.fromfile(part, dtype=np.int32, count=1 << 20)).size:
-                    ids_file.write(to_global[ids].tobytes())
+            for ids in _file_blocks(Path(job[-1]), np.int32, 1 << 20):
+                ids_file.write(to_global[ids].tobytes())
             os.unlink(job[-1])
             total += part_total
     return list(index), counts, total
@@ -453,14 +452,10 @@ class _ScanProcesses:
                 proc.stdin.close()
 
 
-def _sentence_starts(line_ends: np.ndarray, max_len: int) -> np.ndarray:
-    """Starts of the non-empty pieces of lines ``[end_{i-1}, end_i)`` cut every ``max_len``."""
-    return np.concatenate([*_pieces([line_ends], max_len), np.zeros(0, np.int64)])
-
-
 def _pieces(end_blocks: Iterable[np.ndarray], max_len: int) -> Iterator[np.ndarray]:
-    """``_sentence_starts`` of the line ends given block by block (each non-decreasing and
-    after the block before, repeats allowed), block by block: memory for one block only."""
+    """Starts of the non-empty pieces of lines ``[end_{i-1}, end_i)`` cut every ``max_len``,
+    from the line ends given block by block (each non-decreasing and after the block before,
+    repeats allowed), block by block: memory for one block only."""
     last = 0  # the end of the last line so far (the first line starts at 0)
     for block in end_blocks:
         ends = np.unique(block)
@@ -480,12 +475,23 @@ def _pieces(end_blocks: Iterable[np.ndarray], max_len: int) -> Iterator[np.ndarr
         yield (starts[line_of_piece] + within * max_len).astype(np.int64)
 
 
-def _int64_blocks(path: Path, count: int = 1 << 16) -> Iterator[np.ndarray]:
-    """The int64 file at ``path``, ``count`` at a time (line ends: 0.5 MB, and the sentence
-    cutting's temporaries a few times that, however many lines the corpus has)."""
+def _file_blocks(path: Path, dtype: type, count: int) -> Iterator[np.ndarray]:
+    """The raw ``dtype`` file at ``path``, ``count`` values at a time."""
     with open(path, "rb") as f:
-        while (block := np.fromfile(f, dtype=np.int64, count=count)).size:
+        while (block := np.fromfile(f, dtype=dtype, count=count)).size:
             yield block
+
+
+# Line ends 2^16 at a time: 0.5 MB, and the sentence cutting's temporaries a few times that,
+# however many lines the corpus has.
+ENDS_BLOCK = 1 << 16
+
+
+def _write_npy_header(f: IO[bytes], dtype: type, length: int) -> None:
+    """The header ``np.save`` writes for a 1-D ``dtype`` array of ``length`` values."""
+    np.lib.format.write_array_header_1_0(
+        f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+            "shape": (length,)})
 
 
 def _save_blocks(path: Path, blocks: Iterable[np.ndarray], work: Path) -> None:
@@ -496,9 +502,7 @@ def _save_blocks(path: Path, blocks: Iterable[np.ndarray], work: Path) -> None:
         for block in blocks:
             f.write(np.ascontiguousarray(block, dtype=np.int64).tobytes())
     with open(path, "wb") as out, open(raw, "rb") as f:
-        np.lib.format.write_array_header_1_0(
-            out, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int64)),
-                  "fortran_order": False, "shape": (os.path.getsize(raw) // 8,)})
+        _write_npy_header(out, np.int64, os.path.getsize(raw) // 8)
         shutil.copyfileobj(f, out, 1 << 22)
     os.unlink(raw)
 
@@ -649,10 +653,8 @@ def _encode(files: list[Path], work: Path, lowercase: bool, min_count: int,
     kept_ends_path = work / "kept_line_ends.i64"
     with open(prov_path, "rb") as prov, open(work / "ids.npy", "wb") as ids, \
             open(kept_ends_path, "wb") as kept_ends:
-        np.lib.format.write_array_header_1_0(
-            ids, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int32)),
-                  "fortran_order": False, "shape": (kept_total,)})
-        ends_blocks = _int64_blocks(ends_path)
+        _write_npy_header(ids, np.int32, kept_total)
+        ends_blocks = _file_blocks(ends_path, np.int64, ENDS_BLOCK)
         ends = np.zeros(0, np.int64)  # line ends read and not yet placed
         pos = 0
         for start in range(0, total, step):
@@ -675,8 +677,9 @@ def _encode(files: list[Path], work: Path, lowercase: bool, min_count: int,
     os.unlink(prov_path)
     os.unlink(ends_path)
     _save_blocks(work / "sentence_starts.npy",
-                 _pieces(_int64_blocks(kept_ends_path), max_sentence_length), work)
-    _save_blocks(work / "line_starts.npy", _pieces(_int64_blocks(kept_ends_path), max(kept_total, 1)), work)
+                 _pieces(_file_blocks(kept_ends_path, np.int64, ENDS_BLOCK), max_sentence_length), work)
+    _save_blocks(work / "line_starts.npy",
+                 _pieces(_file_blocks(kept_ends_path, np.int64, ENDS_BLOCK), max(kept_total, 1)), work)
     os.unlink(kept_ends_path)
     vocab.save(work / "vocab.txt")
     # meta.json last, with what every file must be: an entry is complete only with it.
