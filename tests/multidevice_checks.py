@@ -311,6 +311,24 @@ def workers(path):
                                         for rep in streams.replicas for k in params)
         out[f"moved_r{case}"] = min(float(np.abs(np.asarray(p.params["w_in"]) - params["w_in"]).max())
                                  for p in parts)
+    # Whole tables on CPU devices move by aliasing, not by device_put: the same tables bit for
+    # bit, and no table allocated in a round (every table keeps its buffer, round after round).
+    workers_mod.WHOLE_TABLE_MERGE_BYTES = 1 << 40
+    tables, addresses = [], []
+    for host_memory in (True, False):
+        streams = WorkerStreams(fn, jax.devices()[:2], key, t, 1)
+        streams.host_memory = host_memory
+        state = streams.place(fresh())
+        seen = set()
+        for group in (chunks[0:2], chunks[1:3], chunks[0:2], chunks[1:3]):
+            state, _, _ = streams.round(state, group)
+            seen.add(tuple(a.unsafe_buffer_pointer() for tree in [state.params] + [rep.params for rep in streams.replicas]
+                           for a in tree.values()))
+        tables.append({k: np.asarray(v) for k, v in state.params.items()})
+        addresses.append(len(seen))
+    out["alias_vs_device_put_diff"] = max(float(np.abs(tables[0][k] - tables[1][k]).max()) for k in params)
+    out["alias_buffer_sets"] = addresses[0]
+    out["device_put_buffer_sets"] = addresses[1]
     workers_mod.WHOLE_TABLE_MERGE_BYTES = 48 << 20
     runs = [train(config(path, loss={"name": "ns", "negative_mode": "pair"},
                          run={"epochs": 2, "quiet": True, "parallelism": p, "devices": w}))

@@ -25,12 +25,14 @@ SGD only (optimizer state would need its own merge rule).
 
 from __future__ import annotations
 
+import ctypes
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sgns_jax.engine.step import TrainState
 
@@ -64,6 +66,33 @@ def _merge_tables(base_RxD: jax.Array, first_RxD: jax.Array, *other_RxD: jax.Arr
     worker's next replica (a separate buffer: the chunk donates its replica)."""
     merged_RxD = first_RxD + sum(w - base_RxD for w in other_RxD)
     return merged_RxD, jnp.copy(merged_RxD)
+
+
+def _copy_into(dst_RxD: jax.Array, src_RxD: jax.Array) -> jax.Array:
+    """``src`` written into ``dst``'s buffer (donated): a copy without allocating a table."""
+    return jax.lax.dynamic_update_slice(dst_RxD, src_RxD, (0,) * dst_RxD.ndim)
+
+
+def _alias_on(array: jax.Array, device: jax.Device) -> jax.Array:
+    """``array`` (on a CPU device) as an array on ``device`` (a CPU device) sharing its buffer.
+
+    Every CPU device's memory is the host's, and ``device_put`` of an aligned numpy array wraps
+    it without a copy (a copy where it cannot: correct, only not free), so a table moves between
+    CPU devices for nothing. ``jax.device_put(array, device)`` would allocate a table for every
+    move, twice a round: glibc keeps the freed ones scattered between live blocks (~50 MB more
+    at the peak on mid.txt.gz), or, made to unmap them, faults them back in every round.
+
+    The numpy view is made from the buffer's address, not with ``np.asarray``: a view from
+    ``np.asarray`` is an external reference the runtime drops only when the alias's last use
+    has been cleaned up, a moment after its result is ready, and a buffer with an external
+    reference is copied instead of donated (1–3% of rounds). The caller owns the safety that
+    this gives up: ``array`` stays alive and unchanged while the alias is in use (the merge
+    waits for the computations that read an alias before overwriting what it aliases)."""
+    array.block_until_ready()  # its address holds its values only once they are computed
+    raw = (ctypes.c_char * array.nbytes).from_address(array.unsafe_buffer_pointer())
+    view = np.frombuffer(raw, dtype=array.dtype).reshape(array.shape)
+    view.flags.writeable = False
+    return jax.device_put(view, device)
 
 
 def _take_rows(table_RxD: jax.Array, ids_N: jax.Array) -> jax.Array:
@@ -119,6 +148,9 @@ class WorkerStreams:
         self.merge_tables = jax.jit(_merge_tables, donate_argnums=(0, 1))
         # Small tables merge whole: cheaper than marking every step's rows and gathering them.
         self.whole_tables = True
+        self.copy_into = jax.jit(_copy_into, donate_argnums=(0,))
+        # CPU devices share the host's memory: tables move between them without copies.
+        self.host_memory = all(d.platform == "cpu" for d in self.devices)
         self.take_rows = jax.jit(_take_rows)
         self.set_rows = jax.jit(_set_rows, donate_argnums=(0,))
         self.touched_ids = jax.jit(_touched_ids, static_argnums=(1,))
@@ -153,20 +185,29 @@ class WorkerStreams:
                                        for k, v in state.params.items()})
 
     def _merge_whole(self, table: str, params: dict, replicas: list[dict], touched: list) -> None:
-        """Merge ``table`` whole into ``params`` (the base) and every replica, in place. The
-        other workers' tables are moved to the first device (their buffers donated: each is
-        replaced by the merged table below), so a table is never held more than once extra."""
+        """Merge ``table`` whole into ``params`` (the base) and every replica, in place: on the
+        CPU without allocating a table (see :func:`_alias_on`), elsewhere with one moved table
+        at a time (the others' tables are moved to the first device, donated)."""
         first = self.devices[0]
         others = []
         for w in range(1, len(touched)):
-            others.append(jax.device_put(replicas[w][table], first, donate=True))
-            replicas[w][table] = None
+            if self.host_memory:
+                others.append(_alias_on(replicas[w][table], first))
+            else:
+                others.append(jax.device_put(replicas[w][table], first, donate=True))
+                replicas[w][table] = None
         params[table], replicas[0][table] = self.merge_tables(params[table], replicas[0][table], *others)
+        # The merge reads the other workers' buffers (aliased): done before they are overwritten.
+        jax.block_until_ready(params[table])
         del others
         for w, device in enumerate(self.devices[1:], start=1):
-            replicas[w][table] = None
-            replicas[w][table] = jax.device_put(params[table], device)
-        # One table at a time: the next table's moves start once this one's buffers are freed.
+            if self.host_memory:
+                replicas[w][table] = self.copy_into(replicas[w][table], _alias_on(params[table], device))
+            else:
+                replicas[w][table] = None
+                replicas[w][table] = jax.device_put(params[table], device)
+        # One table at a time: the next table's moves start once this one's are done (and, on
+        # the CPU, the base's aliases are dropped before the next round donates it).
         jax.block_until_ready([rep[table] for rep in replicas])
 
     def _merge_touched(self, table: str, params: dict, replicas: list[dict], touched: list) -> None:
