@@ -162,11 +162,29 @@ class WorkerStreams:
         return len(self.devices) * self.chunks_per_worker
 
     def place(self, state: TrainState) -> TrainState:
-        """The base state on the first worker's device, and a replica of it on every device."""
+        """The base state on the first worker's device. The replicas are made at the first
+        round, after :meth:`compile`: the compiler's temporaries and the replicas are never
+        held together (the setup's peak)."""
         self.whole_tables = sum(x.nbytes for x in state.params.values()) <= WHOLE_TABLE_MERGE_BYTES
-        base = jax.device_put(state, self.devices[0])
-        self.replicas = [jax.tree.map(jnp.copy, jax.device_put(state, d)) for d in self.devices]
-        return base
+        self.replicas = []
+        return jax.device_put(state, self.devices[0])
+
+    def _make_replicas(self, state: TrainState) -> None:
+        """A replica of ``state`` (the base, on the first device) on every device, each a buffer
+        of its own (the chunk donates it), made one table at a time without a transient copy."""
+        first = self.devices[0]
+
+        def replica(x, device):
+            if device == first:
+                return jnp.copy(x)
+            if self.host_memory:
+                return jnp.copy(_alias_on(x, device))
+            return jax.device_put(x, device)
+
+        self.replicas = []
+        for device in self.devices:
+            self.replicas.append(jax.tree.map(lambda x: replica(x, device), state))
+            jax.block_until_ready(self.replicas[-1])  # the aliases are read before anything donates the base
 
     def compile(self, state: TrainState, arrays: Mapping[str, Any]) -> None:
         """Compile the chunk for every worker's device, and the whole-table merge, without
@@ -175,8 +193,15 @@ class WorkerStreams:
             sharding = jax.sharding.SingleDeviceSharding(device)
             return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
-        for device, key, replica in zip(self.devices, self.keys, self.replicas):
-            self.chunk_fn.lower(on(device, self._with_touched(replica)), on(device, arrays), key).compile()
+        for device, key in zip(self.devices, self.keys):
+            self.chunk_fn.lower(on(device, self._with_touched(state)), on(device, arrays), key).compile()
+        if self.whole_tables and len(self.devices) > 1:
+            for table in state.params.values():
+                # the base and every worker's table
+                self.merge_tables.lower(*on(self.devices[0], [table] * (1 + len(self.devices)))).compile()
+                if self.host_memory:
+                    for device in self.devices[1:]:
+                        self.copy_into.lower(*on(device, [table, table])).compile()
 
     def _with_touched(self, state: TrainState) -> TrainState:
         if self.whole_tables:
@@ -233,6 +258,8 @@ class WorkerStreams:
         and count of the chunks' reporting steps."""
         if not 1 <= len(chunks) <= self.chunks_per_round:
             raise ValueError(f"a round takes 1 to {self.chunks_per_round} chunks, got {len(chunks)}")
+        if not self.replicas:
+            self._make_replicas(state)
         r = self.chunks_per_worker
         groups = [chunks[i:i + r] for i in range(0, len(chunks), r)]
         step0 = state.step
