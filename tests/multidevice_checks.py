@@ -326,6 +326,12 @@ def workers(path):
                            for a in tree.values()))
         tables.append({k: np.asarray(v) for k, v in state.params.items()})
         addresses.append(len(seen))
+    # A round of one chunk (an epoch's tail: one worker) is that chunk run alone.
+    streams = WorkerStreams(fn, jax.devices()[:2], key, t, 1)
+    state, _, _ = streams.round(streams.place(fresh()), chunks[:1])
+    alone = run(fresh(), chunks[:1])
+    out["tail_diff"] = max(float(np.abs(np.asarray(tree[k]) - np.asarray(alone.params[k])).max())
+                           for tree in [state.params] + [rep.params for rep in streams.replicas] for k in params)
     out["alias_vs_device_put_diff"] = max(float(np.abs(tables[0][k] - tables[1][k]).max()) for k in params)
     out["alias_buffer_sets"] = addresses[0]
     out["device_put_buffer_sets"] = addresses[1]

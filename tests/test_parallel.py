@@ -161,6 +161,7 @@ def test_worker_streams_merge_their_updates_and_repeat():
     # and the same buffers in every round (no table allocated per round)
     assert r["alias_vs_device_put_diff"] == 0.0
     assert r["alias_buffer_sets"] == 1
+    assert r["tail_diff"] == 0.0  # a round of one worker: its chunks alone, every replica too
     assert r["repeat_diff"] == 0.0
     assert r["workers_vs_one"] > 0  # a different (stale) update order, not a copy of one stream
     assert r["examples"][0] == r["examples"][1]  # every chunk trained exactly once

@@ -199,9 +199,8 @@ class WorkerStreams:
             for table in state.params.values():
                 # the base and every worker's table
                 self.merge_tables.lower(*on(self.devices[0], [table] * (1 + len(self.devices)))).compile()
-                if self.host_memory:
-                    for device in self.devices[1:]:
-                        self.copy_into.lower(*on(device, [table, table])).compile()
+                for device in self.devices[:None if self.host_memory else 1]:
+                    self.copy_into.lower(*on(device, [table, table])).compile()
 
     def _with_touched(self, state: TrainState) -> TrainState:
         if self.whole_tables:
@@ -221,7 +220,10 @@ class WorkerStreams:
             else:
                 others.append(jax.device_put(replicas[w][table], first, donate=True))
                 replicas[w][table] = None
-        params[table], replicas[0][table] = self.merge_tables(params[table], replicas[0][table], *others)
+        if others:
+            params[table], replicas[0][table] = self.merge_tables(params[table], replicas[0][table], *others)
+        else:  # one worker (an epoch's tail): its table is the new base, copied into the old one's buffer
+            params[table], replicas[0][table] = replicas[0][table], self.copy_into(params[table], replicas[0][table])
         # The merge reads the other workers' buffers (aliased): done before they are overwritten.
         jax.block_until_ready(params[table])
         del others
