@@ -73,6 +73,22 @@ def test_text_and_binary_roundtrip(tmp_path, vectors):
         assert w3 == words[:10] and v3.shape == (10, 40)
 
 
+def test_text_vectors_are_np_savetxt_rows_after_the_word():
+    """The text format, exactly: each row as np.savetxt writes it (%.9g) after its word, across
+    the writer's blocks of rows (odd sizes, values that %.9g rounds)."""
+    from sgns_jax.evaluation.formats import write_word2vec
+
+    rng = np.random.default_rng(0)
+    vecs = (rng.standard_normal((2500, 3)) * 10.0 ** rng.integers(-8, 8, (2500, 3))).astype(np.float32)
+    words = [f"w{i}é" for i in range(len(vecs))]
+    out = io.BytesIO()
+    write_word2vec(out, words, vecs)
+    rows = io.StringIO()
+    np.savetxt(rows, vecs, fmt="%.9g", delimiter=" ")
+    expected = "2500 3\n" + "".join(f"{w} {r}\n" for w, r in zip(words, rows.getvalue().splitlines()))
+    assert out.getvalue() == expected.encode("utf-8")
+
+
 def test_files_interoperate_with_gensim(tmp_path, vectors):
     words, vecs = vectors
     for binary in (False, True):
