@@ -332,6 +332,17 @@ def workers(path):
     alone = run(fresh(), chunks[:1])
     out["tail_diff"] = max(float(np.abs(np.asarray(tree[k]) - np.asarray(alone.params[k])).max())
                            for tree in [state.params] + [rep.params for rep in streams.replicas] for k in params)
+    # The next round (base and replica 0 have swapped buffers) against its definition.
+    b = {k: np.asarray(alone.params[k]) for k in params}
+
+    def from_b(step):
+        return init_state({k: jnp.asarray(v) for k, v in b.items()}, rule)._replace(step=jnp.int32(step))
+
+    state, _, _ = streams.round(state, chunks[1:3])
+    parts = [run(from_b(t), chunks[1:2]), run(from_b(2 * t), chunks[2:3])]
+    expected = {k: b[k] + sum(np.asarray(p.params[k]) - b[k] for p in parts) for k in params}
+    out["after_tail_diff"] = max(float(np.abs(np.asarray(tree[k]) - expected[k]).max())
+                                 for tree in [state.params] + [rep.params for rep in streams.replicas] for k in params)
     out["alias_vs_device_put_diff"] = max(float(np.abs(tables[0][k] - tables[1][k]).max()) for k in params)
     out["alias_buffer_sets"] = addresses[0]
     out["device_put_buffer_sets"] = addresses[1]

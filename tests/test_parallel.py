@@ -162,6 +162,7 @@ def test_worker_streams_merge_their_updates_and_repeat():
     assert r["alias_vs_device_put_diff"] == 0.0
     assert r["alias_buffer_sets"] == 1
     assert r["tail_diff"] == 0.0  # a round of one worker: its chunks alone, every replica too
+    assert r["after_tail_diff"] <= 1e-6, r  # and the round after it: base + Σ (worker − base)
     assert r["repeat_diff"] == 0.0
     assert r["workers_vs_one"] > 0  # a different (stale) update order, not a copy of one stream
     assert r["examples"][0] == r["examples"][1]  # every chunk trained exactly once

@@ -79,17 +79,19 @@ def _alias_on(array: jax.Array, device: jax.Device) -> jax.Array:
     Every CPU device's memory is the host's, and ``device_put`` of an aligned numpy array wraps
     it without a copy (a copy where it cannot: correct, only not free), so a table moves between
     CPU devices for nothing. ``jax.device_put(array, device)`` would allocate a table for every
-    move, twice a round: glibc keeps the freed ones scattered between live blocks (~50 MB more
+    move, 2(W − 1) moves per table a round: glibc keeps the freed ones scattered between live blocks (~50 MB more
     at the peak on mid.txt.gz), or, made to unmap them, faults them back in every round.
 
     The numpy view is made from the buffer's address, not with ``np.asarray``: a view from
     ``np.asarray`` is an external reference the runtime drops only when the alias's last use
     has been cleaned up, a moment after its result is ready, and a buffer with an external
-    reference is copied instead of donated (1–3% of rounds). The caller owns the safety that
-    this gives up: ``array`` stays alive and unchanged while the alias is in use (the merge
-    waits for the computations that read an alias before overwriting what it aliases)."""
+    reference is copied instead of donated (1–3% of rounds). The view assumes JAX's default
+    layout (row-major, dense). The caller owns the safety that this gives up: ``array`` is not
+    overwritten or donated while the alias is in use (the merge waits for the computations that
+    read an alias before anything writes what it aliases); the alias keeps ``array`` alive."""
     array.block_until_ready()  # its address holds its values only once they are computed
     raw = (ctypes.c_char * array.nbytes).from_address(array.unsafe_buffer_pointer())
+    raw.source = array  # the view holds ``raw``, the alias holds the view: the buffer outlives them
     view = np.frombuffer(raw, dtype=array.dtype).reshape(array.shape)
     view.flags.writeable = False
     return jax.device_put(view, device)
@@ -149,6 +151,7 @@ class WorkerStreams:
         # Small tables merge whole: cheaper than marking every step's rows and gathering them.
         self.whole_tables = True
         self.copy_into = jax.jit(_copy_into, donate_argnums=(0,))
+        self.copy_table = jax.jit(jnp.copy)
         # CPU devices share the host's memory: tables move between them without copies.
         self.host_memory = all(d.platform == "cpu" for d in self.devices)
         self.take_rows = jax.jit(_take_rows)
@@ -171,14 +174,14 @@ class WorkerStreams:
 
     def _make_replicas(self, state: TrainState) -> None:
         """A replica of ``state`` (the base, on the first device) on every device, each a buffer
-        of its own (the chunk donates it), made one table at a time without a transient copy."""
+        of its own (the chunk donates it), one replica at a time, without a transient copy."""
         first = self.devices[0]
 
         def replica(x, device):
             if device == first:
-                return jnp.copy(x)
+                return self.copy_table(x)
             if self.host_memory:
-                return jnp.copy(_alias_on(x, device))
+                return self.copy_table(_alias_on(x, device))
             return jax.device_put(x, device)
 
         self.replicas = []
@@ -187,18 +190,23 @@ class WorkerStreams:
             jax.block_until_ready(self.replicas[-1])  # the aliases are read before anything donates the base
 
     def compile(self, state: TrainState, arrays: Mapping[str, Any]) -> None:
-        """Compile the chunk for every worker's device, and the whole-table merge, without
-        running them (merges of fewer rows compile when first needed)."""
+        """Compile the chunk for every worker's device, the whole-table merge and the copies that
+        make and refresh the replicas, without running them (merges of touched rows compile when
+        first needed). The replicas themselves are made by the first round (a copy of the
+        tables, inside the timed training: milliseconds)."""
         def on(device, tree):
             sharding = jax.sharding.SingleDeviceSharding(device)
             return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
         for device, key in zip(self.devices, self.keys):
             self.chunk_fn.lower(on(device, self._with_touched(state)), on(device, arrays), key).compile()
-        if self.whole_tables and len(self.devices) > 1:
-            for table in state.params.values():
-                # the base and every worker's table
-                self.merge_tables.lower(*on(self.devices[0], [table] * (1 + len(self.devices)))).compile()
+        for table in state.params.values():
+            for device in self.devices:
+                self.copy_table.lower(on(device, table)).compile()
+            if self.whole_tables:
+                if len(self.devices) > 1:  # the base and every worker's table
+                    self.merge_tables.lower(*on(self.devices[0], [table] * (1 + len(self.devices)))).compile()
+                # device 0: an epoch's tail round; the others: the replicas' refresh on the CPU
                 for device in self.devices[:None if self.host_memory else 1]:
                     self.copy_into.lower(*on(device, [table, table])).compile()
 
@@ -234,7 +242,7 @@ class WorkerStreams:
                 replicas[w][table] = None
                 replicas[w][table] = jax.device_put(params[table], device)
         # One table at a time: the next table's moves start once this one's are done (and, on
-        # the CPU, the base's aliases are dropped before the next round donates it).
+        # the CPU, the reads through the base's aliases are done before the next round donates it).
         jax.block_until_ready([rep[table] for rep in replicas])
 
     def _merge_touched(self, table: str, params: dict, replicas: list[dict], touched: list) -> None:

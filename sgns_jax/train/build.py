@@ -162,6 +162,7 @@ def build_run(cfg: TrainConfig, corpus: Corpus | None = None) -> Run:
     state = runner.place(state)
     t = time.perf_counter()
     runner.compile(state, spec.zero_chunk())  # before the clock: training time is steady-state
+    # (worker streams make their replicas in the first round: a copy of the tables)
     release_free_memory()  # the compiler's temporaries
     return Run(cfg, corpus, layer, spec, schedule, runner, state, progress, total_words,
                time.perf_counter() - t, progress.words, memory)
