@@ -57,6 +57,38 @@ def test_compare_losses_quick_writes_a_complete_report(tmp_path):
     assert len((out / "results.jsonl").read_text().splitlines()) == len(records)
 
 
+def test_a_cell_that_diverges_is_recorded_and_the_grid_goes_on(tmp_path):
+    """A seed the swept rate is too high for (the rate is chosen on seed 0) is recorded as
+    diverged, left out of its cell's statistics and named in the report; the grid continues,
+    and a rerun does not train it again (the full grid's dsoftmax seed 1 at lr 0.1 stopped
+    the whole bundled grid at stop 35)."""
+    out = tmp_path / "cl"
+    script = ROOT / "experiments" / "research" / "compare_losses.py"
+    wrapper = f"""
+import runpy, sys
+import sgns_jax.train.loop as loop
+from sgns_jax.errors import TrainingDiverged
+real = loop.train
+def train(cfg, corpus=None, callback=None):
+    if callback is not None and cfg.loss.name == "hs":  # the grid's cells, not the sweeps
+        raise TrainingDiverged("loss became inf in steps 1-16 (epoch 1); last good checkpoint: none")
+    return real(cfg, corpus, callback)
+loop.train = train
+sys.argv = ["compare_losses.py", "--quick", "--out", {str(out)!r}]
+runpy.run_path({str(script)!r}, run_name="__main__")
+"""
+    for _ in range(2):  # the second run: nothing left to train
+        r = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True,
+                           timeout=600, cwd=ROOT, env=ENV)
+        assert r.returncode == 0, r.stderr[-3000:]
+    records = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
+    diverged = [x for x in records if x["kind"] == "diverged"]
+    assert [x["strategy"] for x in diverged] == ["hs"]  # recorded once, not retrained
+    assert {x["strategy"] for x in records if x["kind"] == "final"} == {"full", "ns5"}
+    report = (out / "report.md").read_text()
+    assert "Diverged" in report and "hs/seed0" in report
+
+
 def test_compare_losses_along_the_vocabulary_axis_quick(tmp_path):
     out = tmp_path / "cv"
     config = ROOT / "experiments" / "research" / "configs" / "compare_losses_vocab.py"

@@ -271,7 +271,14 @@ def run_cell(cfg: dict, vocab_name: str, budget: str, name: str, lr: float, seed
             append(out, {"cell": cell, "kind": "point", "seconds": event.seconds,
                          "words": event.words, "train_loss": event.loss, **evaluate(event.params)})
 
-    result = train(train_config(cfg, strategy, lr, seed, max_words=max_words), train_corpus, callback)
+    try:
+        result = train(train_config(cfg, strategy, lr, seed, max_words=max_words), train_corpus, callback)
+    except TrainingDiverged as e:  # a seed the swept rate (chosen on seed 0) is too high for
+        append(out, {"cell": cell, "kind": "diverged", "vocab": vocab_name, "budget": budget,
+                     "strategy": name, "seed": seed, "commit": commit(), "learning_rate": lr,
+                     "error": str(e)})
+        print(f"{cell} (lr {lr}): diverged ({e}); left out of the cell's statistics", flush=True)
+        return
     final = evaluate(result.params)
     emb = Embeddings(train_corpus.vocab.words, result.params["w_in"])
     ws = evaluate_word_pairs(emb, bundled(WORDSIM), restrict_vocab=None)
@@ -404,6 +411,10 @@ def write_report(cfg: dict, records: list[dict], out_dir: Path, command: str) ->
              "(ln V).", "",
              "Cells: mean ± std [95% t-interval] over the seeds. Rankings order two neighbours "
              "(`>`) only where Welch's t-test separates them at 95%; `≈` means not separable.", ""]
+    diverged = [r for r in records if r["kind"] == "diverged"]
+    if diverged:
+        lines += ["Diverged (left out of their cells' statistics, which then have fewer seeds): "
+                  + "; ".join(f"`{r['cell']}` at lr {r['learning_rate']}" for r in diverged) + ".", ""]
     lines += vocab_axis.report(cfg, records)
     for vocab in vocabs:
         for budget in budget_names:
@@ -582,7 +593,7 @@ def main(argv: list[str] | None = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     results = out_dir / "results.jsonl"
     records = read_results(results)
-    finished = {r["cell"] for r in records if r["kind"] == "final"}
+    finished = {r["cell"] for r in records if r["kind"] in ("final", "diverged")}
     # Drop the partial points of a cell that did not finish (it is rerun from scratch).
     records = [r for r in records if r["kind"] != "point" or r["cell"] in finished]
     results.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -623,7 +634,7 @@ def main(argv: list[str] | None = None) -> None:
             best = best_learning_rates(records, rate_vocab, budget_name)
             chosen = {name: best.get(name, learning_rates(cfg, name)[0]) for name in cfg["strategies"]}
             # A cell trained at a rate the sweep no longer chooses (a rate was added) is rerun.
-            stale = {r["cell"] for r in records if r["kind"] == "final" and r["vocab"] == vocab_name
+            stale = {r["cell"] for r in records if r["kind"] in ("final", "diverged") and r["vocab"] == vocab_name
                      and r["budget"] == budget_name and r["strategy"] in chosen
                      and r["learning_rate"] != chosen[r["strategy"]]}
             if stale:
