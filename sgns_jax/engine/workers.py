@@ -79,8 +79,8 @@ def _alias_on(array: jax.Array, device: jax.Device) -> jax.Array:
     Every CPU device's memory is the host's, and ``device_put`` of an aligned numpy array wraps
     it without a copy (a copy where it cannot: correct, only not free), so a table moves between
     CPU devices for nothing. ``jax.device_put(array, device)`` would allocate a table for every
-    move, 2(W − 1) moves per table a round: glibc keeps the freed ones scattered between live blocks (~50 MB more
-    at the peak on mid.txt.gz), or, made to unmap them, faults them back in every round.
+    move, 2(W − 1) moves per table a round: glibc keeps the freed ones scattered between live
+    blocks (docs/performance_notes.md), or, made to unmap them, faults them back in every round.
 
     The numpy view is made from the buffer's address, not with ``np.asarray``: a view from
     ``np.asarray`` is an external reference the runtime drops only when the alias's last use
