@@ -119,6 +119,40 @@ def test_compare_losses_along_the_vocabulary_axis_quick(tmp_path):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_rate_a_seed_diverged_at_is_not_chosen_and_its_cells_train_again():
+    """The sweep chooses a rate on seed 0; when another seed diverges at it (or ends with
+    blown-up weights, held-out above 2 ln V), the strategy's cells train again at the next best
+    swept rate, the divergence stays on record, and cells done at the chosen rate stay done
+    (the bundled grid's dsoftmax at lr 0.1: seed 1 diverged, seed 2 ended at 2.5e7 nats)."""
+    import runpy
+
+    cl = runpy.run_path(str(ROOT / "experiments" / "research" / "compare_losses.py"))
+    cfg = {"strategies": {"a": {}, "b": {}}, "seeds": [0, 1, 2], "learning_rates": [0.05, 0.1]}
+    sweep = [{"kind": "sweep", "vocab": "v", "budget": "time", "strategy": s, "learning_rate": lr,
+              "heldout": h} for s, lr, h in (("a", 0.05, 7.2), ("a", 0.1, 7.1), ("b", 0.05, 7.3),
+                                            ("b", 0.1, float("inf")))]
+
+    def final(s, seed, lr, heldout=7.5):
+        return {"kind": "final", "cell": f"v/time/{s}/seed{seed}", "vocab": "v", "budget": "time",
+                "strategy": s, "seed": seed, "learning_rate": lr, "heldout": heldout, "vocab_size": 1000}
+
+    records = sweep + [final("a", 0, 0.1), final("b", 0, 0.05), final("b", 1, 0.05), final("b", 2, 0.05),
+                       {"kind": "diverged", "cell": "v/time/a/seed1", "vocab": "v", "budget": "time",
+                        "strategy": "a", "seed": 1, "learning_rate": 0.1}]
+    blown = cl["_blown_up_as_diverged"](final("a", 2, 0.1, heldout=2.5e7))
+    assert blown["kind"] == "diverged" and cl["_blown_up_as_diverged"](final("a", 2, 0.1))["kind"] == "final"
+    chosen = cl["chosen_rates"](cfg, records + [blown], "v", "v", "time")
+    assert chosen == {"a": 0.05, "b": 0.05}  # a's best, 0.1, had a diverged seed
+    todo = cl["cells_to_train"](cfg, records + [blown], "v", "time", chosen)
+    assert todo == [("a", 0), ("a", 1), ("a", 2)]  # b's cells stay done
+    # Before the divergence the sweep's best is chosen and only the missing cells train.
+    assert cl["chosen_rates"](cfg, sweep, "v", "v", "time") == {"a": 0.1, "b": 0.05}
+    # No stable rate left: the lowest, where a diverged seed counts as done.
+    both = records + [{**records[-1], "learning_rate": 0.05}]
+    chosen = cl["chosen_rates"](cfg, both, "v", "v", "time")
+    assert chosen["a"] == 0.05 and ("a", 1) not in cl["cells_to_train"](cfg, both, "v", "time", chosen)
+
+
 def test_reports_name_the_corpus_relative_to_the_repository():
     import runpy
 

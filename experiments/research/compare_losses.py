@@ -86,6 +86,15 @@ def _with_budget(record: dict) -> dict:
     return record
 
 
+def _blown_up_as_diverged(record: dict) -> dict:
+    """A final record whose held-out objective shows blown-up weights (cells trained before
+    ``run_cell`` checked for that) is a divergence."""
+    if record["kind"] == "final" and blew_up(record["heldout"], record["vocab_size"]):
+        return {**record, "kind": "diverged",
+                "error": f"held-out {record['heldout']:.4g} nats > 2 ln V: the weights blew up"}
+    return record
+
+
 def append(path: Path, record: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
@@ -280,6 +289,14 @@ def run_cell(cfg: dict, vocab_name: str, budget: str, name: str, lr: float, seed
         print(f"{cell} (lr {lr}): diverged ({e}); left out of the cell's statistics", flush=True)
         return
     final = evaluate(result.params)
+    if blew_up(final["heldout"], len(train_corpus.vocab)):
+        append(out, {"cell": cell, "kind": "diverged", "vocab": vocab_name, "budget": budget,
+                     "strategy": name, "seed": seed, "commit": commit(), "learning_rate": lr,
+                     "heldout": final["heldout"], "error": f"held-out {final['heldout']:.4g} nats "
+                     f"> 2 ln V = {2 * math.log(len(train_corpus.vocab)):.2f}: the weights blew up"})
+        print(f"{cell} (lr {lr}): blew up (held-out {final['heldout']:.4g}); left out of the cell's "
+              "statistics", flush=True)
+        return
     emb = Embeddings(train_corpus.vocab.words, result.params["w_in"])
     ws = evaluate_word_pairs(emb, bundled(WORDSIM), restrict_vocab=None)
     sl = evaluate_word_pairs(emb, bundled(SIMLEX), restrict_vocab=None)
@@ -300,15 +317,55 @@ def run_cell(cfg: dict, vocab_name: str, budget: str, name: str, lr: float, seed
           f"of the epochs in {result.seconds:.0f} s", flush=True)
 
 
-def best_learning_rates(records: list[dict], vocab: str, budget: str = "time") -> dict[str, float]:
-    """Per strategy, the swept rate with the lowest validation objective."""
+def unstable_rates(records: list[dict], vocabs: set[str], budget: str) -> set[tuple[str, float]]:
+    """(strategy, rate) pairs at which some seed of a grid cell diverged (or blew up) in these
+    vocabularies under this budget: the sweep chose the rate on seed 0, and another seed
+    showed it is not stable."""
+    return {(r["strategy"], r["learning_rate"]) for r in records
+            if r["kind"] == "diverged" and r["vocab"] in vocabs and r["budget"] == budget}
+
+
+def best_learning_rates(records: list[dict], vocab: str, budget: str = "time",
+                        unstable: set[tuple[str, float]] = frozenset()) -> dict[str, float]:
+    """Per strategy, the swept rate with the lowest validation objective, among the rates not
+    in ``unstable``."""
     best: dict[str, tuple[float, float]] = {}
     for r in records:
         if (r["kind"] == "sweep" and r["vocab"] == vocab and r.get("budget", "time") == budget
-                and math.isfinite(r["heldout"])):
+                and math.isfinite(r["heldout"]) and (r["strategy"], r["learning_rate"]) not in unstable):
             if r["strategy"] not in best or r["heldout"] < best[r["strategy"]][0]:
                 best[r["strategy"]] = (r["heldout"], r["learning_rate"])
     return {s: lr for s, (_, lr) in best.items()}
+
+
+def chosen_rates(cfg: dict, records: list[dict], vocab: str, rate_vocab: str, budget: str) -> dict[str, float]:
+    """The rate every cell of (vocab, budget) trains at: the sweep's best on ``rate_vocab``
+    among the rates no seed diverged at (in either vocabulary); a strategy with no such rate
+    left trains at its lowest rate (its diverged seeds are then reported as such)."""
+    unstable = unstable_rates(records, {vocab, rate_vocab}, budget)
+    best = best_learning_rates(records, rate_vocab, budget, unstable)
+    chosen = {}
+    for name in cfg["strategies"]:
+        rates = learning_rates(cfg, name)
+        stable = [lr for lr in rates if (name, lr) not in unstable]
+        chosen[name] = best.get(name, stable[0] if stable else min(rates))
+    return chosen
+
+
+def cells_to_train(cfg: dict, records: list[dict], vocab: str, budget: str,
+                   chosen: dict[str, float]) -> list[tuple[str, int]]:
+    """(strategy, seed) of the cells of (vocab, budget) not yet done at their chosen rate: no
+    final record at it and no divergence at it."""
+    done = {(r["strategy"], r["seed"]) for r in records
+            if r["kind"] in ("final", "diverged") and r["vocab"] == vocab and r["budget"] == budget
+            and r["learning_rate"] == chosen.get(r["strategy"])}
+    return [(name, seed) for name in cfg["strategies"] for seed in cfg["seeds"] if (name, seed) not in done]
+
+
+def blew_up(heldout: float, vocab_size: int) -> bool:
+    """A held-out objective no trained model reaches: non-finite or above twice the uniform
+    guess's ln V (training ended finite, but its weights had blown up)."""
+    return not math.isfinite(heldout) or heldout > 2 * math.log(vocab_size)
 
 
 # --- statistics --------------------------------------------------------------------------
@@ -413,8 +470,12 @@ def write_report(cfg: dict, records: list[dict], out_dir: Path, command: str) ->
              "(`>`) only where Welch's t-test separates them at 95%; `≈` means not separable.", ""]
     diverged = [r for r in records if r["kind"] == "diverged"]
     if diverged:
-        lines += ["Diverged (left out of their cells' statistics, which then have fewer seeds): "
-                  + "; ".join(f"`{r['cell']}` at lr {r['learning_rate']}" for r in diverged) + ".", ""]
+        lines += ["Diverged (a loss that became non-finite, or a held-out objective above 2 ln V): "
+                  + "; ".join(f"`{r['cell']}` at lr {r['learning_rate']}" for r in diverged) + ". "
+                  "The sweep chooses each rate on seed 0; a rate at which any seed diverged is not "
+                  "chosen, and the strategy's cells are trained again at the best remaining rate of "
+                  "its sweep (the tables give the rate used). Where no rate is left, the cells train "
+                  "at the lowest and a diverged seed is left out of its cell's statistics.", ""]
     lines += vocab_axis.report(cfg, records)
     for vocab in vocabs:
         for budget in budget_names:
@@ -450,10 +511,11 @@ def vocab_section(cfg: dict, records: list[dict], finals, vocab: str, budget: st
     sweep = [r for r in records if r["kind"] == "sweep" and r["vocab"] == vocab and r["budget"] == budget]
     if sweep:
         lrs = sorted({r["learning_rate"] for r in sweep})
-        lines += ["Learning-rate sweep (validation objective, seed 0; the lowest, in bold, is used above):", "",
+        lines += ["Learning-rate sweep (validation objective, seed 0; in bold the rate used above: the "
+                  "lowest objective among the rates no seed diverged at):", "",
                   "| strategy | " + " | ".join(f"lr {lr}" for lr in lrs) + " |",
                   "|---|" + "---|" * len(lrs)]
-        best = best_learning_rates(records, vocab, budget)
+        best = {s: rs[0]["learning_rate"] for s, rs in rows.items()}
         for s in rows:
             cells = []
             for lr in lrs:
@@ -548,8 +610,9 @@ def plot(records: list[dict], out_dir: Path) -> None:
     import matplotlib.pyplot as plt
 
     points: dict[str, list[dict]] = {}
+    trained = {r["cell"] for r in records if r["kind"] == "final"}  # not a diverged seed's points
     for r in records:
-        if r["kind"] == "point":
+        if r["kind"] == "point" and r["cell"] in trained:
             points.setdefault(r["cell"], []).append(r)
     seeds = sorted({c.split("/")[3] for c in points})
     budget_names = {c.split("/")[1] for c in points}
@@ -592,7 +655,7 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = out_dir / "results.jsonl"
-    records = read_results(results)
+    records = [_blown_up_as_diverged(r) for r in read_results(results)]
     finished = {r["cell"] for r in records if r["kind"] in ("final", "diverged")}
     # Drop the partial points of a cell that did not finish (it is rerun from scratch).
     records = [r for r in records if r["kind"] != "point" or r["cell"] in finished]
@@ -628,25 +691,24 @@ def main(argv: list[str] | None = None) -> None:
                             data = data or prepare(cfg, settings)
                             progress(f"{vocab_name}/{budget_name}/{name}: sweep lr {lr}")
                             sweep_cell(cfg, vocab_name, budget_name, name, lr, data, words[name][0], results)
-            records = read_results(results)
             # A vocabulary without a sweep of its own takes the rates of the first swept one.
             rate_vocab = vocab_name if vocab_name in swept_vocabs else swept_vocabs[0]
-            best = best_learning_rates(records, rate_vocab, budget_name)
-            chosen = {name: best.get(name, learning_rates(cfg, name)[0]) for name in cfg["strategies"]}
-            # A cell trained at a rate the sweep no longer chooses (a rate was added) is rerun.
-            stale = {r["cell"] for r in records if r["kind"] in ("final", "diverged") and r["vocab"] == vocab_name
-                     and r["budget"] == budget_name and r["strategy"] in chosen
-                     and r["learning_rate"] != chosen[r["strategy"]]}
-            if stale:
-                records = [r for r in records if r.get("cell") not in stale]
+            while True:  # until every cell is done at its rate: a divergence lowers the rate
+                records = read_results(results)
+                chosen = chosen_rates(cfg, records, vocab_name, rate_vocab, budget_name)
+                todo = cells_to_train(cfg, records, vocab_name, budget_name, chosen)
+                if not todo:
+                    break
+                # A cell trained at a rate no longer chosen (a rate was added, or a seed
+                # diverged at it) is trained again: its points and final go, a divergence stays
+                # (it is what keeps the rate from being chosen again).
+                again = {cell_name(vocab_name, budget_name, n, seed) for n, seed in todo}
+                records = [r for r in records if r.get("cell") not in again or r["kind"] == "diverged"]
                 results.write_text("".join(json.dumps(r) + "\n" for r in records))
-                finished -= stale
-            for name in cfg["strategies"]:
-                for seed in cfg["seeds"]:
-                    if cell_name(vocab_name, budget_name, name, seed) in finished:
-                        continue
+                for name, seed in todo:
                     data = data or prepare(cfg, settings)
-                    progress(f"{vocab_name}/{budget_name}/{name}/seed{seed}: {words[name][0]:,} words")
+                    progress(f"{vocab_name}/{budget_name}/{name}/seed{seed}: {words[name][0]:,} words"
+                             f" at lr {chosen[name]}")
                     run_cell(cfg, vocab_name, budget_name, name, chosen[name], seed, data, *words[name], results)
                     done[0] += 1
     records = read_results(results)
