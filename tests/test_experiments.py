@@ -134,7 +134,8 @@ def test_a_rate_a_seed_diverged_at_is_not_chosen_and_its_cells_train_again():
 
     def final(s, seed, lr, heldout=7.5):
         return {"kind": "final", "cell": f"v/time/{s}/seed{seed}", "vocab": "v", "budget": "time",
-                "strategy": s, "seed": seed, "learning_rate": lr, "heldout": heldout, "vocab_size": 1000}
+                "strategy": s, "seed": seed, "learning_rate": lr, "heldout": heldout, "vocab_size": 1000,
+                "words": 1000}
 
     records = sweep + [final("a", 0, 0.1), final("b", 0, 0.05), final("b", 1, 0.05), final("b", 2, 0.05),
                        {"kind": "diverged", "cell": "v/time/a/seed1", "vocab": "v", "budget": "time",
@@ -143,14 +144,19 @@ def test_a_rate_a_seed_diverged_at_is_not_chosen_and_its_cells_train_again():
     assert blown["kind"] == "diverged" and cl["_blown_up_as_diverged"](final("a", 2, 0.1))["kind"] == "final"
     chosen = cl["chosen_rates"](cfg, records + [blown], "v", "v", "time")
     assert chosen == {"a": 0.05, "b": 0.05}  # a's best, 0.1, had a diverged seed
-    todo = cl["cells_to_train"](cfg, records + [blown], "v", "time", chosen)
+    words = {"a": 1000, "b": 1000}
+    final_words = records + [blown]
+    todo = cl["cells_to_train"](cfg, final_words, "v", "time", chosen, words)
     assert todo == [("a", 0), ("a", 1), ("a", 2)]  # b's cells stay done
+    # A budget recalibrated (other words): b's cells train again too.
+    assert cl["cells_to_train"](cfg, final_words, "v", "time", chosen, {"a": 1000, "b": 2000}) == todo + [
+        ("b", 0), ("b", 1), ("b", 2)]
     # Before the divergence the sweep's best is chosen and only the missing cells train.
     assert cl["chosen_rates"](cfg, sweep, "v", "v", "time") == {"a": 0.1, "b": 0.05}
     # No stable rate left: the lowest, where a diverged seed counts as done.
     both = records + [{**records[-1], "learning_rate": 0.05}]
     chosen = cl["chosen_rates"](cfg, both, "v", "v", "time")
-    assert chosen["a"] == 0.05 and ("a", 1) not in cl["cells_to_train"](cfg, both, "v", "time", chosen)
+    assert chosen["a"] == 0.05 and ("a", 1) not in cl["cells_to_train"](cfg, both, "v", "time", chosen, words)
 
 
 def test_reports_name_the_corpus_relative_to_the_repository():

@@ -213,14 +213,21 @@ def corpus_name(cfg: dict) -> str:
 
 
 def calibrate(cfg: dict, vocab_name: str, name: str, data: dict, out: Path) -> dict:
-    """Steady-state words/s and pairs/s of a strategy (compilation excluded)."""
+    """Steady-state words/s and pairs/s of a strategy: its rate over the second half of a
+    ``calibration_seconds`` run (compilation, the first chunks and the prefetch's start left
+    out), with a callback after every chunk as the grid's cells have. Measure with nothing else
+    running: every equal-time budget is this rate × its seconds."""
     strategy = cfg["strategies"][name]
     seconds = cfg["calibration_seconds"]
+    events = []
     r = train(train_config(cfg, strategy, min(learning_rates(cfg, name)), 0, max_seconds=seconds),
-              data["train"])
+              data["train"], lambda e: events.append((e.seconds, e.words)))
+    (t0, w0), (t1, w1) = events[len(events) // 2], events[-1]
+    steady = (w1 - w0) / (t1 - t0) if t1 > t0 and w1 > w0 else r.words / max(r.seconds, 1e-9)
+    scale = steady / max(r.words / max(r.seconds, 1e-9), 1e-9)  # steady over the whole run's rate
     record = {"kind": "calibration", "vocab": vocab_name, "strategy": name,
-              "words_per_s": r.words_per_second, "train_words": r.words / max(r.seconds, 1e-9),
-              "pairs_per_s": r.examples / max(r.seconds, 1e-9),
+              "words_per_s": r.words_per_second * scale, "train_words": steady,
+              "pairs_per_s": scale * r.examples / max(r.seconds, 1e-9),
               "planned_words": cfg["epochs"] * len(data["train"]), "commit": commit()}
     append(out, record)
     return record
@@ -249,7 +256,8 @@ def sweep_cell(cfg: dict, vocab_name: str, budget: str, name: str, lr: float, da
     except TrainingDiverged:  # a rate too high for this strategy: recorded, never chosen
         scores, seconds = {"heldout": float("inf"), "diverged": True}, float("nan")
     append(out, {"kind": "sweep", "vocab": vocab_name, "budget": budget, "strategy": name,
-                 "learning_rate": lr, "seconds": seconds, "words": max_words, "commit": commit(), **scores})
+                 "learning_rate": lr, "seconds": seconds, "words": max_words, "budget_words": max_words,
+                 "commit": commit(), **scores})
     print(f"sweep {vocab_name}/{budget}/{name} lr {lr}: validation {scores['heldout']:.4f}", flush=True)
 
 
@@ -285,6 +293,7 @@ def run_cell(cfg: dict, vocab_name: str, budget: str, name: str, lr: float, seed
     except TrainingDiverged as e:  # a seed the swept rate (chosen on seed 0) is too high for
         append(out, {"cell": cell, "kind": "diverged", "vocab": vocab_name, "budget": budget,
                      "strategy": name, "seed": seed, "commit": commit(), "learning_rate": lr,
+                     "budget_words": max_words,
                      "error": str(e)})
         print(f"{cell} (lr {lr}): diverged ({e}); left out of the cell's statistics", flush=True)
         return
@@ -292,7 +301,7 @@ def run_cell(cfg: dict, vocab_name: str, budget: str, name: str, lr: float, seed
     if blew_up(final["heldout"], len(train_corpus.vocab)):
         append(out, {"cell": cell, "kind": "diverged", "vocab": vocab_name, "budget": budget,
                      "strategy": name, "seed": seed, "commit": commit(), "learning_rate": lr,
-                     "heldout": final["heldout"], "error": f"held-out {final['heldout']:.4g} nats "
+                     "budget_words": max_words, "heldout": final["heldout"], "error": f"held-out {final['heldout']:.4g} nats "
                      f"> 2 ln V = {2 * math.log(len(train_corpus.vocab)):.2f}: the weights blew up"})
         print(f"{cell} (lr {lr}): blew up (held-out {final['heldout']:.4g}); left out of the cell's "
               "statistics", flush=True)
@@ -303,7 +312,8 @@ def run_cell(cfg: dict, vocab_name: str, budget: str, name: str, lr: float, seed
     append(out, {"cell": cell, "kind": "point", "seconds": result.seconds, "words": result.words,
                  "train_loss": result.mean_loss, **final})
     append(out, {"cell": cell, "kind": "final", "vocab": vocab_name, "budget": budget,
-                 "strategy": name, "seed": seed, "capped": capped, "commit": commit(), "learning_rate": lr, "vocab_size": len(train_corpus.vocab),
+                 "strategy": name, "seed": seed, "capped": capped, "commit": commit(), "learning_rate": lr,
+                 "budget_words": max_words, "vocab_size": len(train_corpus.vocab),
                  "seconds": result.seconds, "compile_seconds": result.compile_seconds,
                  "words": result.words, "epoch_fraction": result.words / (len(train_corpus) * cfg["epochs"]),
                  "words_per_s": result.words_per_second, "pairs_per_s": result.examples / result.seconds,
@@ -352,13 +362,23 @@ def chosen_rates(cfg: dict, records: list[dict], vocab: str, rate_vocab: str, bu
     return chosen
 
 
-def cells_to_train(cfg: dict, records: list[dict], vocab: str, budget: str,
-                   chosen: dict[str, float]) -> list[tuple[str, int]]:
-    """(strategy, seed) of the cells of (vocab, budget) not yet done at their chosen rate: no
-    final record at it and no divergence at it."""
+def trained_for(record: dict, words: int) -> bool:
+    """Whether a sweep or final record was trained under a budget of ``words`` (records from
+    before ``budget_words`` was kept: the words they trained, within a chunk's overshoot)."""
+    if "budget_words" in record:
+        return record["budget_words"] == words
+    return abs(record["words"] - words) <= 0.01 * words
+
+
+def cells_to_train(cfg: dict, records: list[dict], vocab: str, budget: str, chosen: dict[str, float],
+                   words: dict[str, int]) -> list[tuple[str, int]]:
+    """(strategy, seed) of the cells of (vocab, budget) not yet done at their chosen rate and
+    their budget's ``words``: no final record for them and no divergence at the rate (a
+    divergence counts whatever the words: the rate stays unstable)."""
     done = {(r["strategy"], r["seed"]) for r in records
             if r["kind"] in ("final", "diverged") and r["vocab"] == vocab and r["budget"] == budget
-            and r["learning_rate"] == chosen.get(r["strategy"])}
+            and r["learning_rate"] == chosen.get(r["strategy"])
+            and (r["kind"] == "diverged" or trained_for(r, words[r["strategy"]]))}
     return [(name, seed) for name in cfg["strategies"] for seed in cfg["seeds"] if (name, seed) not in done]
 
 
@@ -662,10 +682,10 @@ def main(argv: list[str] | None = None) -> None:
     results.write_text("".join(json.dumps(r) + "\n" for r in records))
     swept_vocabs = cfg.get("sweep_vocabularies") or list(cfg["vocabularies"])
     total = len(cfg["vocabularies"]) * len(budgets(cfg)) * len(cfg["strategies"]) * len(cfg["seeds"])
-    done = [len(finished)]
+    done = set(finished)  # cells trained (a cell trained again at a lowered rate counts once)
 
     def progress(what: str) -> None:
-        print(f"[{done[0]}/{total} cells] {what}", flush=True)
+        print(f"[{len(done)}/{total} cells] {what}", flush=True)
 
     for vocab_name, settings in cfg["vocabularies"].items():
         data = None
@@ -681,6 +701,13 @@ def main(argv: list[str] | None = None) -> None:
                 measure_cost(cfg, vocab_name, name, data["train"].vocab.counts, results)
         for budget_name, budget in budgets(cfg).items():
             words = {name: budget_words(cfg, budget, calib[name]) for name in cfg["strategies"]}
+            # A sweep trained under other words (a budget recalibrated) is swept again.
+            outdated = [r for r in records if r["kind"] == "sweep" and r["vocab"] == vocab_name
+                        and r.get("budget", "time") == budget_name
+                        and not trained_for(r, words[r["strategy"]][0])]
+            if outdated:
+                records = [r for r in records if not any(r is o for o in outdated)]
+                results.write_text("".join(json.dumps(r) + "\n" for r in records))
             swept = {(r["strategy"], r["learning_rate"]) for r in records if r["kind"] == "sweep"
                      and r["vocab"] == vocab_name and r.get("budget", "time") == budget_name}
             if vocab_name in swept_vocabs:
@@ -696,12 +723,14 @@ def main(argv: list[str] | None = None) -> None:
             while True:  # until every cell is done at its rate: a divergence lowers the rate
                 records = read_results(results)
                 chosen = chosen_rates(cfg, records, vocab_name, rate_vocab, budget_name)
-                todo = cells_to_train(cfg, records, vocab_name, budget_name, chosen)
+                todo = cells_to_train(cfg, records, vocab_name, budget_name, chosen,
+                                      {name: w for name, (w, _) in words.items()})
                 if not todo:
                     break
                 # A cell trained at a rate no longer chosen (a rate was added, or a seed
-                # diverged at it) is trained again: its points and final go, a divergence stays
-                # (it is what keeps the rate from being chosen again).
+                # diverged at it) or under other words (a budget recalibrated) is trained again:
+                # its points and final go, a divergence stays (it keeps the rate from being
+                # chosen again).
                 again = {cell_name(vocab_name, budget_name, n, seed) for n, seed in todo}
                 records = [r for r in records if r.get("cell") not in again or r["kind"] == "diverged"]
                 results.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -710,7 +739,7 @@ def main(argv: list[str] | None = None) -> None:
                     progress(f"{vocab_name}/{budget_name}/{name}/seed{seed}: {words[name][0]:,} words"
                              f" at lr {chosen[name]}")
                     run_cell(cfg, vocab_name, budget_name, name, chosen[name], seed, data, *words[name], results)
-                    done[0] += 1
+                    done.add(cell_name(vocab_name, budget_name, name, seed))
     records = read_results(results)
     # Cost analysis at further vocabulary sizes (no training): the exponents' fit.
     costed = {(r["vocab"], r["strategy"]) for r in records if r["kind"] == "cost"}

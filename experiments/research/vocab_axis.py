@@ -101,9 +101,11 @@ def report(cfg: dict, records: list[dict]) -> list[str]:
     if len(axis.vocabs) < 2:
         return []
     v_text = ", ".join(f"`{v}` {axis.size[v]:,}" for v in axis.vocabs)
+    # A config without budgets has one, equal time (compare_losses.budgets).
+    budgets = cfg.get("budgets") or {"time": {"seconds": cfg["budget_seconds"]}}
     lines = ["## Along the vocabulary axis", "",
              f"Vocabularies (words): {v_text}; the same corpus, splits and held-out protocol. "
-             "Budgets: " + "; ".join(budget_text(name, b) for name, b in cfg["budgets"].items()) + ".", ""]
+             "Budgets: " + "; ".join(budget_text(name, b) for name, b in budgets.items()) + ".", ""]
     for budget in axis.budgets:
         lines += heldout_table(axis, budget)
     lines += cost_table(axis)
