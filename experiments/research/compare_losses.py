@@ -222,7 +222,7 @@ def calibrate(cfg: dict, vocab_name: str, name: str, data: dict, out: Path) -> d
     events = []
     r = train(train_config(cfg, strategy, min(learning_rates(cfg, name)), 0, max_seconds=seconds),
               data["train"], lambda e: events.append((e.seconds, e.words)))
-    (t0, w0), (t1, w1) = events[len(events) // 2], events[-1]
+    (t0, w0), (t1, w1) = (events[len(events) // 2], events[-1]) if events else ((0.0, 0), (0.0, 0))
     steady = (w1 - w0) / (t1 - t0) if t1 > t0 and w1 > w0 else r.words / max(r.seconds, 1e-9)
     scale = steady / max(r.words / max(r.seconds, 1e-9), 1e-9)  # steady over the whole run's rate
     record = {"kind": "calibration", "vocab": vocab_name, "strategy": name,
