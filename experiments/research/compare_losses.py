@@ -702,6 +702,7 @@ def main(argv: list[str] | None = None) -> None:
         for budget_name, budget in budgets(cfg).items():
             words = {name: budget_words(cfg, budget, calib[name]) for name in cfg["strategies"]}
             # A sweep trained under other words (a budget recalibrated) is swept again.
+            records = read_results(results)  # with this vocabulary's calibrations and costs
             outdated = [r for r in records if r["kind"] == "sweep" and r["vocab"] == vocab_name
                         and r.get("budget", "time") == budget_name
                         and not trained_for(r, words[r["strategy"]][0])]
