@@ -46,6 +46,7 @@ def test_compare_losses_quick_writes_a_complete_report(tmp_path):
     assert "scored as softmax(u·h) (raw)" in report
     assert "Mikolov" in report and "Chen, Grangier & Auli" in report
     assert "HS-Huffman 55%" in report  # the subsampled row of their Table 1
+    assert "Training time in these records:" in report
     kinds = {x["kind"] for x in records}
     assert {"calibration", "final", "point"} <= kinds
     for png in ("heldout_vs_time.png", "analogy_vs_time.png"):

@@ -478,6 +478,7 @@ def write_report(cfg: dict, records: list[dict], out_dir: Path, command: str) ->
              f"trains); seeds {cfg['seeds']}.", "",
              f"Every cell was trained by commit {', '.join(f'`{c}`' for c in commits)} "
              "(`+dirty`: with uncommitted changes; each record in results.jsonl names its own).", "",
+             grid_time(cfg, records), "",
              "Held-out objective: mean −log p(c | w) on "
              f"{cfg['heldout_pairs']:,} test pairs drawn as training draws them (subsampled with "
              "the training counts), under each model's own normalised conditional: softmax(u·h) "
@@ -506,6 +507,19 @@ def write_report(cfg: dict, records: list[dict], out_dir: Path, command: str) ->
     lines += ["", "![held-out objective vs time](heldout_vs_time.png)", "",
               "![analogy accuracy vs time](analogy_vs_time.png)", ""]
     (out_dir / "report.md").write_text("\n".join(lines))
+
+
+def grid_time(cfg: dict, records: list[dict]) -> str:
+    """The training time the grid's records add up to (the wall time is longer: compiling,
+    evaluating at the cells' points, preparing the splits)."""
+    def total(kind: str) -> float:
+        return sum(r["seconds"] for r in records if r["kind"] == kind and math.isfinite(r.get("seconds", math.nan)))
+
+    calibrations = cfg["calibration_seconds"] * sum(r["kind"] == "calibration" for r in records)
+    sweeps, cells = total("sweep"), total("final")
+    return (f"Training time in these records: {(calibrations + sweeps + cells) / 60:.0f} min "
+            f"(calibrations {calibrations / 60:.0f}, sweeps {sweeps / 60:.0f}, cells {cells / 60:.0f}; "
+            "compiling, the cells' evaluations and diverged runs not counted).")
 
 
 def vocab_section(cfg: dict, records: list[dict], finals, vocab: str, budget: str) -> list[str]:

@@ -1,6 +1,7 @@
 """Every softmax strategy on the bundled corpus: same splits, vocabulary, batches and budget.
 
-Command (the 2-core CPU machine; the time it took is in docs/compare_losses/report.md):
+Command (the 2-core CPU machine; the training time its records add up to is stated in
+docs/compare_losses/report.md):
 
     python experiments/research/compare_losses.py --config experiments/research/configs/compare_losses.py \
         --out docs/compare_losses

@@ -1,6 +1,7 @@
 """The strategy comparison at a scale where they differ: ``../shared/data/mid.txt.gz``.
 
-Command (the 2-core CPU machine; the time it took is in docs/compare_losses_mid/report.md):
+Command (the 2-core CPU machine; the training time its records add up to is stated in
+docs/compare_losses_mid/report.md):
 
     python experiments/research/compare_losses.py --config experiments/research/configs/compare_losses_mid.py \
         --out docs/compare_losses_mid

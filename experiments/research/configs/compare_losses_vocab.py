@@ -1,7 +1,8 @@
 """The strategy comparison along the vocabulary axis: ``../shared/data/mid.txt.gz`` at 10k, 40k
 (count ≥ 5) and 80k (count ≥ 2) words, every registered strategy, two budgets, three seeds.
 
-Command (the 2-core CPU machine; the time it took is in docs/compare_losses_vocab/report.md):
+Command (the 2-core CPU machine; the training time its records add up to is stated in
+docs/compare_losses_vocab/report.md):
 
     python experiments/research/compare_losses.py --config experiments/research/configs/compare_losses_vocab.py \
         --out docs/compare_losses_vocab
