@@ -74,6 +74,8 @@ class Axis:
         self.cost_size = {r["vocab"]: r["vocab_size"] for r in records if r["kind"] == "cost"}
         self.pairs_per_s = {(r["vocab"], r["strategy"]): r["pairs_per_s"] for r in records
                             if r["kind"] == "calibration" and "pairs_per_s" in r}
+        self.unstable = {(r["vocab"], r["budget"], r["strategy"], r["learning_rate"]) for r in records
+                         if r["kind"] == "diverged"}
         self.sweeps: dict[tuple[str, str, str], dict[float, float]] = {}
         for r in records:
             if r["kind"] == "sweep":
@@ -246,12 +248,22 @@ def statements(axis: Axis) -> list[str]:
         if full_words:
             lines.append(f"- The full softmax trained, budget `{budget}`: " + ", ".join(full_words) + ".")
     for budget in axis.budgets:
-        edge = sorted({s for (v, b, s), rates in axis.sweeps.items() if b == budget and len(rates) > 1
-                       and min(rates, key=rates.get) in (min(rates), max(rates))})
+        best = {(v, s): min(rates, key=rates.get) for (v, b, s), rates in axis.sweeps.items()
+                if b == budget and len(rates) > 1}
+        at_edge = {(v, s) for (v, s), lr in best.items()
+                   if lr in (min(axis.sweeps[v, budget, s]), max(axis.sweeps[v, budget, s]))}
+        # A best rate some seed diverged at is not used: the cells train below it, a rate bounded
+        # by instability, not by the range swept.
+        unstable = {(v, s) for v, s in at_edge if (v, budget, s, best[v, s]) in axis.unstable}
+        edge = sorted({s for _, s in at_edge - unstable})
         if edge:
             lines.append(f"- Learning rates, budget `{budget}`: the sweep's best is at the edge of the "
                          f"range swept for {', '.join(edge)}, so their rates are not known to be "
                          "tuned (a wider sweep could change their cells).")
+        if unstable:
+            lines.append(f"- Learning rates, budget `{budget}`: the sweep's best, the top of the range, "
+                         "diverged on another seed for " + ", ".join(f"{s} at `{v}`" for v, s in sorted(unstable))
+                         + "; their cells train at the next rate down (bounded by instability).")
     for v in axis.vocabs:
         f = flips(axis, v)
         lines.append(f"- Rankings that flip between the budgets at `{v}`: "
