@@ -51,6 +51,7 @@ import numpy as np
 
 from sgns_jax.data.corpus import default_cache_dir, encode_corpus
 from sgns_jax.errors import TrainingDiverged
+from sgns_jax.io_utils import atomic_write
 from sgns_jax.evaluation.benchmarks import (SIMLEX, WORDSIM, bundled, evaluate_analogies,
                                             evaluate_word_pairs)
 from sgns_jax.evaluation.embeddings import Embeddings
@@ -93,6 +94,12 @@ def _blown_up_as_diverged(record: dict) -> dict:
         return {**record, "kind": "diverged",
                 "error": f"held-out {record['heldout']:.4g} nats > 2 ln V: the weights blew up"}
     return record
+
+
+def rewrite(path: Path, records: list[dict]) -> None:
+    """Replace the results with ``records`` whole (atomically: a kill leaves the old file or the
+    new, never a cut one)."""
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in records).encode())
 
 
 def append(path: Path, record: dict) -> None:
@@ -222,9 +229,10 @@ def calibrate(cfg: dict, vocab_name: str, name: str, data: dict, out: Path) -> d
     events = []
     r = train(train_config(cfg, strategy, min(learning_rates(cfg, name)), 0, max_seconds=seconds),
               data["train"], lambda e: events.append((e.seconds, e.words)))
+    whole = r.words / max(r.seconds, 1e-9)
     (t0, w0), (t1, w1) = (events[len(events) // 2], events[-1]) if events else ((0.0, 0), (0.0, 0))
-    steady = (w1 - w0) / (t1 - t0) if t1 > t0 and w1 > w0 else r.words / max(r.seconds, 1e-9)
-    scale = steady / max(r.words / max(r.seconds, 1e-9), 1e-9)  # steady over the whole run's rate
+    steady = (w1 - w0) / (t1 - t0) if t1 > t0 and w1 > w0 else whole
+    scale = steady / whole if whole > 0 else 1.0  # the whole run's rates → the steady ones
     record = {"kind": "calibration", "vocab": vocab_name, "strategy": name,
               "words_per_s": r.words_per_second * scale, "train_words": steady,
               "pairs_per_s": scale * r.examples / max(r.seconds, 1e-9),
@@ -291,20 +299,16 @@ def run_cell(cfg: dict, vocab_name: str, budget: str, name: str, lr: float, seed
     try:
         result = train(train_config(cfg, strategy, lr, seed, max_words=max_words), train_corpus, callback)
     except TrainingDiverged as e:  # a seed the swept rate (chosen on seed 0) is too high for
+        diverged, error = {}, str(e)
+    else:
+        final = evaluate(result.params)
+        diverged = {"heldout": final["heldout"]} if blew_up(final["heldout"], len(train_corpus.vocab)) else None
+        error = f"held-out {final['heldout']:.4g} nats > 2 ln V: the weights blew up"
+    if diverged is not None:
         append(out, {"cell": cell, "kind": "diverged", "vocab": vocab_name, "budget": budget,
                      "strategy": name, "seed": seed, "commit": commit(), "learning_rate": lr,
-                     "budget_words": max_words,
-                     "error": str(e)})
-        print(f"{cell} (lr {lr}): diverged ({e}); left out of the cell's statistics", flush=True)
-        return
-    final = evaluate(result.params)
-    if blew_up(final["heldout"], len(train_corpus.vocab)):
-        append(out, {"cell": cell, "kind": "diverged", "vocab": vocab_name, "budget": budget,
-                     "strategy": name, "seed": seed, "commit": commit(), "learning_rate": lr,
-                     "budget_words": max_words, "heldout": final["heldout"], "error": f"held-out {final['heldout']:.4g} nats "
-                     f"> 2 ln V = {2 * math.log(len(train_corpus.vocab)):.2f}: the weights blew up"})
-        print(f"{cell} (lr {lr}): blew up (held-out {final['heldout']:.4g}); left out of the cell's "
-              "statistics", flush=True)
+                     "budget_words": max_words, **diverged, "error": error})
+        print(f"{cell} (lr {lr}): {error}; left out of the cell's statistics", flush=True)
         return
     emb = Embeddings(train_corpus.vocab.words, result.params["w_in"])
     ws = evaluate_word_pairs(emb, bundled(WORDSIM), restrict_vocab=None)
@@ -506,7 +510,7 @@ def write_report(cfg: dict, records: list[dict], out_dir: Path, command: str) ->
     lines += literature(cfg, first_budget, vocabs)
     lines += ["", "![held-out objective vs time](heldout_vs_time.png)", "",
               "![analogy accuracy vs time](analogy_vs_time.png)", ""]
-    (out_dir / "report.md").write_text("\n".join(lines))
+    atomic_write(out_dir / "report.md", "\n".join(lines).encode())
 
 
 def grid_time(cfg: dict, records: list[dict]) -> str:
@@ -693,7 +697,7 @@ def main(argv: list[str] | None = None) -> None:
     finished = {r["cell"] for r in records if r["kind"] in ("final", "diverged")}
     # Drop the partial points of a cell that did not finish (it is rerun from scratch).
     records = [r for r in records if r["kind"] != "point" or r["cell"] in finished]
-    results.write_text("".join(json.dumps(r) + "\n" for r in records))
+    rewrite(results, records)
     swept_vocabs = cfg.get("sweep_vocabularies") or list(cfg["vocabularies"])
     total = len(cfg["vocabularies"]) * len(budgets(cfg)) * len(cfg["strategies"]) * len(cfg["seeds"])
     done = set(finished)  # cells trained (a cell trained again at a lowered rate counts once)
@@ -717,12 +721,11 @@ def main(argv: list[str] | None = None) -> None:
             words = {name: budget_words(cfg, budget, calib[name]) for name in cfg["strategies"]}
             # A sweep trained under other words (a budget recalibrated) is swept again.
             records = read_results(results)  # with this vocabulary's calibrations and costs
-            outdated = [r for r in records if r["kind"] == "sweep" and r["vocab"] == vocab_name
-                        and r.get("budget", "time") == budget_name
-                        and not trained_for(r, words[r["strategy"]][0])]
-            if outdated:
-                records = [r for r in records if not any(r is o for o in outdated)]
-                results.write_text("".join(json.dumps(r) + "\n" for r in records))
+            current = [r for r in records if r["kind"] != "sweep" or r["vocab"] != vocab_name
+                       or r.get("budget", "time") != budget_name or trained_for(r, words[r["strategy"]][0])]
+            if len(current) < len(records):
+                records = current
+                rewrite(results, records)
             swept = {(r["strategy"], r["learning_rate"]) for r in records if r["kind"] == "sweep"
                      and r["vocab"] == vocab_name and r.get("budget", "time") == budget_name}
             if vocab_name in swept_vocabs:
@@ -748,7 +751,7 @@ def main(argv: list[str] | None = None) -> None:
                 # chosen again).
                 again = {cell_name(vocab_name, budget_name, n, seed) for n, seed in todo}
                 records = [r for r in records if r.get("cell") not in again or r["kind"] == "diverged"]
-                results.write_text("".join(json.dumps(r) + "\n" for r in records))
+                rewrite(results, records)
                 for name, seed in todo:
                     data = data or prepare(cfg, settings)
                     progress(f"{vocab_name}/{budget_name}/{name}/seed{seed}: {words[name][0]:,} words"
