@@ -170,6 +170,51 @@ def test_a_rate_a_seed_diverged_at_is_not_chosen_and_its_cells_train_again():
     assert chosen["a"] == 0.05 and ("a", 1) not in cl["cells_to_train"](cfg, both, "v", "time", chosen, words)
 
 
+def test_the_report_says_when_an_equal_time_budget_did_not_hold():
+    """An equal-time budget is words from a calibrated rate; when the cells it bound trained far
+    from its seconds (a calibration measured beside another job), the report says so. Cells that
+    finished their epochs first, and equal-words cells not cut by the cap, are not bound by it."""
+    import runpy
+
+    cl = runpy.run_path(str(ROOT / "experiments" / "research" / "compare_losses.py"))
+    cfg = {"budgets": {"time": {"seconds": 20.0}, "words": {"words": 1000, "seconds_cap": 90.0}}}
+
+    def final(strategy, seconds, budget="time", fraction=0.5, capped=False, vocab="v"):
+        return {"kind": "final", "vocab": vocab, "budget": budget, "strategy": strategy,
+                "seconds": seconds, "epoch_fraction": fraction, "capped": capped}
+
+    held = [final("a", 19.0), final("a", 22.0), final("b", 8.0, fraction=1.0),
+            final("c", 3.0, budget="words"), final("c", 88.0, budget="words", capped=True)]
+    lines = cl["budgets_held"](cfg, held)
+    assert lines[0].startswith("Budget `time` held: the 2 cells") and "19–22 s" in lines[0]
+    assert lines[1].startswith("Budget `words` held: the 1 cells its 90 s bound")
+    lines = cl["budgets_held"](cfg, held + [final("d", 36.0, vocab="w"), final("d", 34.0, vocab="w")])
+    assert lines[0].startswith("**Budget `time` did not hold**") and "d at `w` 35 s" in lines[0]
+    assert "a at" not in lines[0]
+
+
+def test_a_results_file_cut_in_a_record_by_a_kill_loses_that_record_only(tmp_path, capsys):
+    """The grid appends a record per line; a kill in the middle of a write leaves a cut last
+    line. Reading drops it (its work is redone), mends the file, and the next append starts a
+    line of its own."""
+    import runpy
+
+    cl = runpy.run_path(str(ROOT / "experiments" / "research" / "compare_losses.py"))
+    path = tmp_path / "results.jsonl"
+    records = [{"kind": "sweep", "vocab": "v", "budget": "time", "strategy": s, "learning_rate": 0.1,
+                "heldout": 7.0} for s in ("a", "b")]
+    for r in records:
+        cl["append"](path, r)
+    path.write_text(path.read_text() + '{"kind": "final", "cell": "v/ti')
+    assert cl["read_results"](path) == records
+    assert "cut last record" in capsys.readouterr().err
+    cl["append"](path, {**records[0], "strategy": "c"})
+    assert [r["strategy"] for r in cl["read_results"](path)] == ["a", "b", "c"]
+    # A whole file reads as it is and is left untouched.
+    before = path.read_bytes()
+    assert len(cl["read_results"](path)) == 3 and path.read_bytes() == before
+
+
 def test_reports_name_the_corpus_relative_to_the_repository():
     import runpy
 
