@@ -75,14 +75,15 @@ def read_results(path: Path) -> list[dict]:
         return []
     text = path.read_text()
     lines = [line for line in text.splitlines() if line.strip()]
-    if text and not text.endswith("\n"):
-        # ``append`` writes a record and then its newline: a file without one was cut in the
-        # middle of a record by a kill. That record is dropped (its work is redone) and the file
-        # mended, so the next record does not run on from the cut one.
+    cut = bool(text) and not text.endswith("\n")
+    # ``append`` writes a record and then its newline: a file without one was cut in the middle
+    # of a record by a kill. That record is dropped (its work is redone) and the file mended, so
+    # the next record does not run on from the cut one.
+    records = [json.loads(line) for line in (lines[:-1] if cut else lines)]
+    if cut:
         print(f"{path}: dropping its cut last record (a run was killed while writing it)", file=sys.stderr)
-        lines = lines[:-1]
-        atomic_write(path, "".join(line + "\n" for line in lines).encode())
-    return [_with_budget(json.loads(line)) for line in lines]
+        rewrite(path, records)
+    return [_with_budget(r) for r in records]
 
 
 def _with_budget(record: dict) -> dict:
