@@ -128,6 +128,13 @@ def test_compare_losses_along_the_vocabulary_axis_quick(tmp_path):
         assert section in report
     for png in ("heldout_vs_vocab.png", "gap_vs_vocab.png", "cost_vs_vocab.png", "analogy_vs_vocab.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Each recorded cell trains again to the same bits on this machine, the time-budget cells
+    # from the words their calibration gave them.
+    recheck = subprocess.run([sys.executable, str(ROOT / "experiments" / "research" / "recheck_cells.py"),
+                              "--quick", "--config", str(config), "--results", str(out / "results.jsonl")],
+                             capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
+    assert recheck.returncode == 0, recheck.stdout[-3000:] + recheck.stderr[-3000:]
+    assert f"{len(finals)} of {len(finals)} cells the same bit for bit" in recheck.stdout
 
 
 def test_a_rate_a_seed_diverged_at_is_not_chosen_and_its_cells_train_again():
@@ -187,7 +194,7 @@ def test_the_report_says_when_an_equal_time_budget_did_not_hold():
             final("c", 3.0, budget="words"), final("c", 88.0, budget="words", capped=True)]
     lines = cl["budgets_held"](cfg, held)
     assert lines[0].startswith("Budget `time` held: the 2 cells") and "19–22 s" in lines[0]
-    assert lines[1].startswith("Budget `words` held: the 1 cells its 90 s bound")
+    assert lines[1] == "Budget `words` held: the one cell its 90 s bound trained 88 s, within 25%."
     lines = cl["budgets_held"](cfg, held + [final("d", 36.0, vocab="w"), final("d", 34.0, vocab="w")])
     assert lines[0].startswith("**Budget `time` did not hold**") and "d at `w` 35 s" in lines[0]
     assert "a at" not in lines[0]
@@ -213,6 +220,12 @@ def test_a_results_file_cut_in_a_record_by_a_kill_loses_that_record_only(tmp_pat
     # A whole file reads as it is and is left untouched.
     before = path.read_bytes()
     assert len(cl["read_results"](path)) == 3 and path.read_bytes() == before
+    # A bad line inside the file cannot come from a kill: a one-line error, the file untouched.
+    lines = before.decode().splitlines(keepends=True)
+    path.write_text(lines[0] + '{"kind": sweep}\n' + lines[2])
+    with pytest.raises(SystemExit, match=r"results.jsonl: line 2 is not a JSON record"):
+        cl["read_results"](path)
+    assert path.read_text() == lines[0] + '{"kind": sweep}\n' + lines[2]
 
 
 def test_reports_name_the_corpus_relative_to_the_repository():

@@ -79,7 +79,12 @@ def read_results(path: Path) -> list[dict]:
     # ``append`` writes a record and then its newline: a file without one was cut in the middle
     # of a record by a kill. That record is dropped (its work is redone) and the file mended, so
     # the next record does not run on from the cut one.
-    records = [json.loads(line) for line in (lines[:-1] if cut else lines)]
+    records = []
+    for number, line in enumerate(lines[:-1] if cut else lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:  # not from a kill (that cuts the last line only)
+            sys.exit(f"{path}: line {number} is not a JSON record ({e.msg}); mend or delete that line")
     if cut:
         print(f"{path}: dropping its cut last record (a run was killed while writing it)", file=sys.stderr)
         rewrite(path, records)
@@ -555,7 +560,8 @@ def budgets_held(cfg: dict, records: list[dict], tolerance: float = 0.25) -> lis
         off = {k: float(np.mean(v)) for k, v in seconds.items() if abs(np.mean(v) / target - 1) > tolerance}
         every = [r["seconds"] for r in bound]
         spread = (f"the {len(bound)} cells its {target:g} s bound trained {min(every):.0f}–"
-                  f"{max(every):.0f} s (median {np.median(every):.0f})")
+                  f"{max(every):.0f} s (median {np.median(every):.0f})" if len(bound) > 1 else
+                  f"the one cell its {target:g} s bound trained {every[0]:.0f} s")
         if off:
             lines.append(f"**Budget `{name}` did not hold**: {spread}; off by more than "
                          f"{tolerance:.0%} (mean of the seeds): "
@@ -563,7 +569,8 @@ def budgets_held(cfg: dict, records: list[dict], tolerance: float = 0.25) -> lis
                          + ". Their calibrated rates differed from the cells' own (measure with "
                          "nothing else running); comparisons under this budget are not at equal time.")
         else:
-            lines.append(f"Budget `{name}` held: {spread}, each within {tolerance:.0%}.")
+            lines.append(f"Budget `{name}` held: {spread}, {'each ' if len(bound) > 1 else ''}"
+                         f"within {tolerance:.0%}.")
     return lines
 
 
