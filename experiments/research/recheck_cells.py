@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     cl = runpy.run_path(str(HERE / "compare_losses.py"))
     cfg = cl["load_config"](args.config, args.quick)
-    cells = [r for r in cl["read_results"](Path(args.results)) if r["kind"] == "final"
+    records = cl["read_results"](Path(args.results))
+    calibration = {(r["vocab"], r["strategy"]): r for r in records if r["kind"] == "calibration"}
+    cells = [r for r in records if r["kind"] == "final"
              and r.get("commit", "").startswith(args.commit)
              and (not args.vocab or r["vocab"] in args.vocab) and (not args.seed or r["seed"] in args.seed)
              and (not args.budget or r["budget"] in args.budget)
@@ -53,8 +55,10 @@ def main(argv: list[str] | None = None) -> None:
         if r["vocab"] not in data:
             data[r["vocab"]] = cl["prepare"](cfg, cfg["vocabularies"][r["vocab"]])
         strategy = cfg["strategies"][r["strategy"]]
-        # Records from before ``budget_words`` was stored trained an uncapped words budget.
-        words = r.get("budget_words") or budgets[r["budget"]]["words"]
+        # Records from before ``budget_words`` was stored: the words their calibration gives
+        # (what the grid compares them with to keep them).
+        words = r.get("budget_words") or cl["budget_words"](
+            cfg, budgets[r["budget"]], calibration[r["vocab"], r["strategy"]])[0]
         result = cl["train"](cl["train_config"](cfg, strategy, r["learning_rate"], r["seed"], max_words=words),
                              data[r["vocab"]]["train"])
         host = {k: np.asarray(v) for k, v in result.params.items()}
