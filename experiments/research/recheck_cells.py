@@ -2,11 +2,12 @@
 their held-out objective comes out bit for bit the same.
 
 A grid resumes: cells trained by an earlier commit are kept when nothing they depend on
-changed (their words, their rate). This checks that claim on a sample of them, e.g. the cells
-of the vocabulary grid kept from 56b465e:
+changed (their words, their rate). This checks that claim on a sample of them (it found that
+the vocabulary grid's cells kept from 56b465e did not reproduce, and the grid was retrained), e.g.
+the bundled grid's seed-0 cells trained by 054b79e:
 
-    python experiments/research/recheck_cells.py --config experiments/research/configs/compare_losses_vocab.py \
-        --results docs/compare_losses_vocab/results.jsonl --commit 56b465e --vocab top10k --seed 0
+    python experiments/research/recheck_cells.py --config experiments/research/configs/compare_losses.py \
+        --results docs/compare_losses/results.jsonl --commit 054b79e --seed 0
 
 Exit status 1 if any cell differs. Training is deterministic given (config, seed): the words a
 cell trains are its record's, not a time budget's, so the machine's load does not matter. Its
@@ -50,13 +51,16 @@ def main(argv: list[str] | None = None) -> None:
     if not cells:
         sys.exit(f"{args.results}: no final records match")
     budgets = cl["budgets"](cfg)
+    # Records from before ``budget_words`` was stored: the words their calibration gives (what
+    # the grid compares them with to keep them).
+    lacking = [r["cell"] for r in cells if "budget_words" not in r and (r["vocab"], r["strategy"]) not in calibration]
+    if lacking:
+        sys.exit(f"{args.results}: {lacking[0]} has no budget_words and no calibration to derive them from")
     data, differ = {}, 0
     for r in cells:
         if r["vocab"] not in data:
             data[r["vocab"]] = cl["prepare"](cfg, cfg["vocabularies"][r["vocab"]])
         strategy = cfg["strategies"][r["strategy"]]
-        # Records from before ``budget_words`` was stored: the words their calibration gives
-        # (what the grid compares them with to keep them).
         words = r.get("budget_words") or cl["budget_words"](
             cfg, budgets[r["budget"]], calibration[r["vocab"], r["strategy"]])[0]
         result = cl["train"](cl["train_config"](cfg, strategy, r["learning_rate"], r["seed"], max_words=words),
